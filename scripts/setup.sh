@@ -40,7 +40,7 @@ set +u  # colcon's generated setup scripts read unset variables
 source "$root/scripts/env.sh"
 echo "[setup] colcon build (ros2_ws)"
 cd "$root/ros2_ws" && mkdir -p log
-colcon build --symlink-install --event-handlers console_direct- console_stderr- \
+flock "$root/ros2_ws/log/.build.lock" colcon build --symlink-install --event-handlers console_direct- console_stderr- \
   --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF \
   > "$root/ros2_ws/log/selfalign-build.log" 2>&1 || {
     tail -n 60 "$root/ros2_ws/log/selfalign-build.log"

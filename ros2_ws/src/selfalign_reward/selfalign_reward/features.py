@@ -139,7 +139,8 @@ def compute_features(raw: dict[str, np.ndarray], block_rest_z: float | np.ndarra
     """
     missing = [n for n in RAW_NAMES if n not in raw]
     if missing:
-        raise KeyError(f'raw features missing: {missing}; a driver must provide all of {RAW_NAMES}')
+        raise KeyError(f'raw features missing: {missing}; a driver must provide all of '
+                       f'{RAW_NAMES}')
     r = {}
     batch = None
     for f in RAW:
@@ -147,7 +148,8 @@ def compute_features(raw: dict[str, np.ndarray], block_rest_z: float | np.ndarra
         if a.ndim == len(f.shape):  # unbatched single step
             a = a[None]
         if a.shape[1:] != f.shape:
-            raise ValueError(f'raw feature {f.name!r} has shape {a.shape}, expected (B, *{f.shape})')
+            raise ValueError(f'raw feature {f.name!r} has shape {a.shape}, '
+                             f'expected (B, *{f.shape})')
         batch = a.shape[0] if batch is None else batch
         if a.shape[0] != batch:
             raise ValueError(f'raw feature {f.name!r} has batch {a.shape[0]}, others have {batch}')
