@@ -5,6 +5,7 @@ _sa_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _sa_venv="${SELFALIGN_VENV:-$_sa_root/.venv}"
 export VIRTUAL_ENV="$_sa_venv"
 case ":$PATH:" in *":$_sa_venv/bin:"*) ;; *) export PATH="$_sa_venv/bin:$PATH" ;; esac
+case ":$PATH:" in *":$_sa_root/bin:"*) ;; *) export PATH="$_sa_root/bin:$PATH" ;; esac
 # The ROS wheels install their share/ and lib/ into the venv prefix.
 case ":${AMENT_PREFIX_PATH:-}:" in *":$_sa_venv:"*) ;; *)
   export AMENT_PREFIX_PATH="$_sa_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;; esac
