@@ -142,9 +142,12 @@ def plot_run(run: RunDir, window: int = 20) -> list[Path]:
             smooth = [sum(ok[max(0, i - window + 1):i + 1]) / len(ok[max(0, i - window + 1):i + 1])
                       for i in range(len(ok))]
             ax.plot(xs, smooth, label=f'training episodes (mean of {window})')
-        if evals:
-            ax.plot([int(r['env_step']) for r in evals],
-                    [_num(r.get('success_rate')) for r in evals], 'o-', label='evaluation')
+        if evals:  # one row per evaluation episode or round: average rows of one env_step
+            groups: dict[int, list[float]] = {}
+            for r in evals:
+                groups.setdefault(int(r['env_step']), []).append(_num(r.get('success_rate')))
+            xs = sorted(groups)
+            ax.plot(xs, [sum(groups[x]) / len(groups[x]) for x in xs], 'o-', label='evaluation')
         ax.set(xlabel='environment steps', ylabel='success rate', ylim=(-0.05, 1.05),
                title=f'{run.path.name}: task success')
         ax.grid(alpha=0.3)

@@ -1,0 +1,219 @@
+"""monitor_node: rviz markers, metrics.csv + learning-curve plots, and MCAP recording of a run.
+
+One writer per run, the same in the all-in-one `train` process and in the multi-process launch:
+episodes and alignment reports become rows of ``metrics.csv`` (``selfalign_bringup.rundir``),
+plots are redrawn after each alignment update and every ``plot_every_episodes`` episodes, and the
+robot-contract and selfalign topics are recorded raw into ``recording.mcap``
+(``selfalign_bringup.recording``).
+
+Parameters:
+  run_dir (string, ''): run directory; empty = markers only, nothing written.
+  record (bool, true): record topics into <run_dir>/recording.mcap.
+  record_camera (bool, false): also record /camera/image_raw (large).
+  trail_length (int, 200): end-effector trail points shown.
+  plot_every_episodes (int, 50): redraw plots after this many episodes.
+Subscribes:
+  /ee_pose, /object_pose, /selfalign/goal_pose (geometry_msgs/PoseStamped),
+  /selfalign/reward_spec (RewardSpec, latched), /selfalign/episode (Episode),
+  /selfalign/alignment_report (AlignmentReport); when recording, also /joint_states,
+  /ee_wrench, /servo_node/delta_twist_cmds, /gripper_controller/commands.
+Publishes:
+  /selfalign/markers (visualization_msgs/MarkerArray): block, goal, EE trail, status text.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+import threading
+
+from geometry_msgs.msg import Point, PoseStamped
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from visualization_msgs.msg import Marker, MarkerArray
+
+from selfalign_bringup.recording import TopicRecorder
+from selfalign_bringup.rundir import plot_run, RunDir
+from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+#: Topics recorded into the run's MCAP file, with their types.
+RECORDED_TOPICS = {
+    '/joint_states': 'sensor_msgs/msg/JointState',
+    '/ee_pose': 'geometry_msgs/msg/PoseStamped',
+    '/ee_wrench': 'geometry_msgs/msg/WrenchStamped',
+    '/object_pose': 'geometry_msgs/msg/PoseStamped',
+    '/servo_node/delta_twist_cmds': 'geometry_msgs/msg/TwistStamped',
+    '/gripper_controller/commands': 'std_msgs/msg/Float64MultiArray',
+    '/selfalign/reward_spec': 'selfalign_interfaces/msg/RewardSpec',
+    '/selfalign/episode': 'selfalign_interfaces/msg/Episode',
+    '/selfalign/alignment_report': 'selfalign_interfaces/msg/AlignmentReport',
+}
+
+
+def _type_of(name: str):
+    pkg, _, cls = name.split('/')
+    module = __import__(f'{pkg}.msg', fromlist=[cls])
+    return getattr(module, cls)
+
+
+class MonitorNode(Node):
+    """Markers for rviz; metrics, plots and recording for the run directory."""
+
+    def __init__(self, **kwargs):
+        super().__init__('monitor_node', **kwargs)
+        run_dir = self.declare_parameter('run_dir', '').value
+        record = self.declare_parameter('record', True).value
+        record_camera = self.declare_parameter('record_camera', False).value
+        self._trail = deque(maxlen=int(self.declare_parameter('trail_length', 200).value))
+        self._plot_every = int(self.declare_parameter('plot_every_episodes', 50).value)
+        self._run = RunDir(run_dir) if run_dir else None
+        self._lock = threading.Lock()
+        self._spec: RewardSpec | None = None
+        self._report: AlignmentReport | None = None
+        self._block: PoseStamped | None = None
+        self._goal: PoseStamped | None = None
+        self._episodes = 0
+        self._recent_success: deque[bool] = deque(maxlen=20)
+
+        self._pub = self.create_publisher(MarkerArray, '/selfalign/markers', 10)
+        best_effort = rclpy.qos.qos_profile_sensor_data
+        self.create_subscription(PoseStamped, '/ee_pose', self._on_ee, best_effort)
+        self.create_subscription(PoseStamped, '/object_pose',
+                                 lambda m: setattr(self, '_block', m), best_effort)
+        self.create_subscription(PoseStamped, '/selfalign/goal_pose',
+                                 lambda m: setattr(self, '_goal', m), LATCHED)
+        self.create_subscription(RewardSpec, '/selfalign/reward_spec', self._on_spec, LATCHED)
+        self.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50)
+        self.create_subscription(AlignmentReport, '/selfalign/alignment_report',
+                                 self._on_report, 10)
+        self._recorder = None
+        if self._run is not None and record:
+            topics = dict(RECORDED_TOPICS)
+            if record_camera:
+                topics['/camera/image_raw'] = 'sensor_msgs/msg/Image'
+            self._recorder = TopicRecorder(self._run.recording_path)
+            for topic, type_name in topics.items():
+                self._recorder.add_topic(topic, type_name)
+                qos = LATCHED if topic == '/selfalign/reward_spec' else 50
+                self.create_subscription(_type_of(type_name), topic,
+                                         self._recorder_callback(topic), qos, raw=True)
+        self.create_timer(0.1, self._publish_markers)
+        self.get_logger().info(
+            f'monitor: run_dir={run_dir or "(none)"} record={bool(self._recorder)}')
+
+    # --- callbacks: convert and hand over; no heavy work except plotting on rare events ---
+    def _recorder_callback(self, topic):
+        def on_raw(data: bytes):
+            now = self.get_clock().now().nanoseconds
+            self._recorder.write(topic, data, now)
+        return on_raw
+
+    def _on_ee(self, msg: PoseStamped):
+        p = msg.pose.position
+        self._trail.append(Point(x=p.x, y=p.y, z=p.z))
+
+    def _on_spec(self, msg: RewardSpec):
+        self._spec = msg
+
+    def _on_episode(self, msg: Episode):
+        with self._lock:
+            self._episodes += 1
+            if not msg.evaluation:
+                self._recent_success.append(bool(msg.success))
+        if self._run is None:
+            return
+        self._run.log('eval' if msg.evaluation else 'episode', msg.env_step,
+                      episode=msg.episode_index, success=int(msg.success),
+                      success_rate=int(msg.success) if msg.evaluation else '',
+                      ret=f'{sum(msg.rewards):.4f}', reward_version=msg.reward_version)
+        if self._episodes % self._plot_every == 0:
+            plot_run(self._run)
+
+    def _on_report(self, msg: AlignmentReport):
+        self._report = msg
+        if self._run is None:
+            return
+        theta = {f'theta.{n}': f'{v:.6g}' for n, v in zip(msg.param_names, msg.theta_after)}
+        self._run.log('alignment', msg.env_step, status=msg.status,
+                      kendall_tau_before=f'{msg.kendall_tau_before:.4f}',
+                      kendall_tau_after=f'{msg.kendall_tau_after:.4f}',
+                      acceptance_rate=f'{msg.acceptance_rate:.3f}',
+                      failure_analysis=int(msg.failure_analysis), **theta)
+        plot_run(self._run)
+
+    def _publish_markers(self):
+        stamp = self.get_clock().now().to_msg()
+        markers = MarkerArray()
+
+        def marker(mid, kind, **kw):
+            m = Marker(id=mid, type=kind, action=Marker.ADD, ns='selfalign', **kw)
+            m.header.frame_id = 'base_link'
+            m.header.stamp = stamp
+            m.color.a = 1.0
+            return m
+
+        if self._block is not None:
+            m = marker(0, Marker.CUBE, pose=self._block.pose)
+            m.scale.x = m.scale.y = m.scale.z = 0.05
+            m.color.r, m.color.g, m.color.b = 0.8, 0.3, 0.1
+            markers.markers.append(m)
+        if self._goal is not None:
+            m = marker(1, Marker.CYLINDER, pose=self._goal.pose)
+            m.scale.x = m.scale.y = 0.10  # 5 cm success radius
+            m.scale.z = 0.002
+            m.color.g, m.color.a = 0.9, 0.5
+            markers.markers.append(m)
+        if len(self._trail) > 1:
+            m = marker(2, Marker.LINE_STRIP, points=list(self._trail))
+            m.scale.x = 0.004
+            m.color.b, m.color.g = 1.0, 0.6
+            markers.markers.append(m)
+        m = marker(3, Marker.TEXT_VIEW_FACING, text=self._status_text())
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = 0.4, -0.45, 0.6
+        m.scale.z = 0.03
+        m.color.r = m.color.g = m.color.b = 1.0
+        markers.markers.append(m)
+        self._pub.publish(markers)
+
+    def _status_text(self) -> str:
+        lines = []
+        if self._spec is not None:
+            theta = ', '.join(f'{n}={v:.3g}' for n, v in
+                              zip(self._spec.param_names, self._spec.param_values))
+            lines.append(f'reward v{self._spec.version} ({self._spec.source}): {theta}')
+        if self._recent_success:
+            rate = sum(self._recent_success) / len(self._recent_success)
+            lines.append(f'episodes {self._episodes}, recent success {rate:.0%}')
+        if self._report is not None:
+            r = self._report
+            lines.append(f'alignment #{r.update_index} at {r.env_step} steps: {r.status}, '
+                         f'tau {r.kendall_tau_before:.2f} -> {r.kendall_tau_after:.2f}')
+        return '\n'.join(lines) or 'waiting for the reward spec'
+
+    def close(self):
+        """Flush the recording and redraw the plots (called on shutdown)."""
+        if self._recorder is not None:
+            self._recorder.close()
+        if self._run is not None:
+            plot_run(self._run)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = MonitorNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
