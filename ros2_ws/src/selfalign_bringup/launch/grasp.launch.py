@@ -1,0 +1,11 @@
+"""Launch the grasp_lift task: simulator bridge (or an external driver), policy, reward, LLM.
+
+ros2 launch selfalign_bringup grasp.launch.py [llm:=scripted|openai|replay model:=... base_url:=...
+    obs:=state|pixels driver:=pybullet|external rviz:=true use_sim_time:=true run_dir:=... seed:=0]
+"""
+
+from selfalign_bringup.launch_description import generate
+
+
+def generate_launch_description():
+    return generate('grasp_lift')

@@ -1,0 +1,204 @@
+"""The one description of a selfalign run: which nodes, with which parameters and remaps.
+
+Pure (yaml only, no rclpy, no launch). Three users share it, so they cannot drift apart:
+
+* ``launch/*.launch.py`` turn each ``NodePlan`` into a ``launch_ros.actions.Node``;
+* the all-in-one ``train`` runner builds the same nodes in one process from the same parameters;
+* the multi-process end-to-end test starts the same executables with ``--ros-args``.
+
+Configuration sources, later wins: ``config/<task>.yaml`` (one block per node, ``/**`` for shared
+values), ``config/llm.yaml``, then the launch arguments (``Args``). Remaps for an external driver
+come from ``config/external_driver.yaml`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASK_CONFIGS = {'touch': 'touch.yaml', 'grasp_lift': 'grasp_lift.yaml', 'push': 'push.yaml'}
+LLM_BACKENDS = ('scripted', 'openai', 'replay')
+OBS_KINDS = ('state', 'pixels')
+DRIVERS = ('pybullet', 'external')
+
+#: Node name -> (package, executable). Executable == node name == module stem (STYLE.md).
+NODES: dict[str, tuple[str, str]] = {
+    'pybullet_bridge': ('selfalign_bringup', 'pybullet_bridge'),
+    'policy_node': ('selfalign_policy', 'policy_node'),
+    'reward_node': ('selfalign_reward', 'reward_node'),
+    'alignment_node': ('selfalign_reward', 'alignment_node'),
+    'llm_node': ('selfalign_llm', 'llm_node'),
+    'monitor_node': ('selfalign_bringup', 'monitor_node'),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the field and the fix."""
+
+
+#: Launch argument -> help text (shown by `ros2 launch ... --show-args`).
+ARG_HELP: dict[str, str] = {
+    'task': 'touch | grasp_lift | push',
+    'llm': 'LLM backend: scripted (simulated teacher, offline) | openai (any OpenAI-compatible '
+           'server; key from OPENAI_API_KEY) | replay (re-play a transcript.jsonl)',
+    'model': "model name for llm:=openai ('' keeps config/llm.yaml's)",
+    'base_url': "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 ('' = llm.yaml's)",
+    'obs': 'policy observations: state | pixels',
+    'driver': 'pybullet: start the simulator bridge | external: use a running driver '
+              '(remaps from config/external_driver.yaml)',
+    'run_dir': "run directory; '' = runs/<time>-<task>",
+    'seed': 'seed of every random generator of the run',
+    'use_sim_time': 'nodes use /clock (true with the simulator, false on hardware)',
+    'replay_transcript': 'transcript.jsonl to replay when llm:=replay',
+}
+
+
+@dataclass(frozen=True)
+class Args:
+    """Launch arguments (``ros2 launch selfalign_bringup push.launch.py name:=value``).
+
+    See ``ARG_HELP`` for the meaning of each field.
+    """
+
+    task: str = 'push'
+    llm: str = 'scripted'
+    model: str = ''
+    base_url: str = ''
+    obs: str = 'state'
+    driver: str = 'pybullet'
+    run_dir: str = ''
+    seed: int = 0
+    use_sim_time: bool = True
+    replay_transcript: str = ''
+
+    def validate(self) -> Args:
+        choices = {'task': tuple(TASK_CONFIGS), 'llm': LLM_BACKENDS, 'obs': OBS_KINDS,
+                   'driver': DRIVERS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f'{name}:={value!r} is not valid; use one of {list(allowed)}')
+        if self.llm == 'replay' and not self.replay_transcript:
+            raise ConfigError('llm:=replay needs replay_transcript:=<run_dir>/transcript.jsonl')
+        return self
+
+
+@dataclass
+class NodePlan:
+    """One node of the run."""
+
+    name: str
+    package: str
+    executable: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def config_dir() -> Path:
+    """The installed ``share/selfalign_bringup/config`` (or the source tree's, when not built)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        path = Path(get_package_share_directory('selfalign_bringup')) / 'config'
+        if path.is_dir():
+            return path
+    except (ImportError, LookupError):
+        pass
+    return Path(__file__).resolve().parent.parent / 'config'
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'{path}: not valid YAML ({exc}); fix the file and retry') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path}: top level must be a mapping of node names to blocks')
+    out = {}
+    for node, block in data.items():
+        params = (block or {}).get('ros__parameters') if isinstance(block, dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f'{path}: block {node!r} must contain a "ros__parameters" mapping')
+        if node != '/**' and node not in NODES:
+            raise ConfigError(f'{path}: unknown node {node!r}; known nodes: {sorted(NODES)}')
+        out[node] = params
+    return out
+
+
+def _merge(base: dict[str, dict], extra: dict[str, dict]) -> dict[str, dict]:
+    merged = copy.deepcopy(base)
+    for node, params in extra.items():
+        merged.setdefault(node, {}).update(params)
+    return merged
+
+
+def resolve(args: Args, directory: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Per-node parameters of a run, ``{'/**': {...}, 'policy_node': {...}, ...}``."""
+    args.validate()
+    directory = directory or config_dir()
+    config = _merge(_load_yaml(directory / TASK_CONFIGS[args.task]),
+                    _load_yaml(directory / 'llm.yaml'))
+    shared = config.setdefault('/**', {})
+    shared.update(task=args.task, seed=int(args.seed), use_sim_time=bool(args.use_sim_time),
+                  run_dir=str(args.run_dir))
+    llm = config.setdefault('llm_node', {})
+    llm['backend'] = args.llm
+    if args.model:
+        llm['model'] = args.model
+    if args.base_url:
+        llm['base_url'] = args.base_url
+    if args.replay_transcript:
+        llm['replay_transcript'] = args.replay_transcript
+    config.setdefault('policy_node', {})['obs'] = args.obs
+    config.setdefault('pybullet_bridge', {})['publish_camera'] = args.obs == 'pixels'
+    return config
+
+
+def default_run_dir(task: str, root: str | os.PathLike = 'runs') -> str:
+    """A fresh ``runs/<time>-<task>`` path (created)."""
+    from selfalign_bringup.rundir import RunDir
+    return str(RunDir.create(root, task).path)
+
+
+def plan(args: Args, config: dict[str, dict[str, Any]] | None = None,
+         directory: Path | None = None) -> list[NodePlan]:
+    """The nodes of a run with their merged parameters (``/**`` folded in) and remaps."""
+    config = config if config is not None else resolve(args, directory)
+    directory = directory or config_dir()
+    remaps: list[tuple[str, str]] = []
+    if args.driver == 'external':
+        table = yaml.safe_load((directory / 'external_driver.yaml').read_text()) or {}
+        remaps = [(str(k), str(v)) for k, v in (table.get('remappings') or {}).items()]
+    plans = []
+    for name, (package, executable) in NODES.items():
+        if name == 'pybullet_bridge' and args.driver == 'external':
+            continue
+        params = {**config.get('/**', {}), **config.get(name, {})}
+        node_remaps = remaps if name in ('policy_node', 'monitor_node') else []
+        plans.append(NodePlan(name, package, executable, params, list(node_remaps)))
+    return plans
+
+
+def params_file(config: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write a ROS 2 parameter file (``--params-file``) for the resolved configuration."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(
+        {node: {'ros__parameters': params} for node, params in config.items()},
+        sort_keys=False))
+    return path
+
+
+def ros_args(node: NodePlan, params_path: str | os.PathLike) -> list[str]:
+    """Command-line ``--ros-args`` that start ``node`` as its own process."""
+    out = ['--ros-args', '-r', f'__node:={node.name}', '--params-file', str(params_path)]
+    for src, dst in node.remappings:
+        out += ['-r', f'{src}:={dst}']
+    return out
+
+
+def to_dict(args: Args) -> dict[str, Any]:
+    return asdict(args)
