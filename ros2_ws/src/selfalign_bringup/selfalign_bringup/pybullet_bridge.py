@@ -1,0 +1,268 @@
+"""pybullet_bridge node: the PyBullet Panda scene behind exactly the robot contract (DESIGN.md).
+
+Thin wrapper: parameters -> ``bridge_core.BridgeConfig``; messages <-> arrays with
+``selfalign_policy.contract_msgs``; stepping, command safety and timeouts in
+``bridge_core.BridgeCore``.  Topic names are the contract's (``selfalign_policy.contract``),
+resolved relative to the node namespace, so ``__ns:=/robot1`` moves the whole contract.
+
+Modes: ``lockstep`` (default) — every twist advances exactly one control period, then every
+state topic goes out once with the same stamp (= sim time, also on /clock); the gripper command is
+latched and applied with the next twist (send it before the twist).  ``realtime`` — a wall-clock
+timer at control_rate_hz steps with the latest twist; a twist older than command_timeout_s is
+replaced by zero velocity (the arm holds).
+
+Parameters:
+    task (string, 'touch'): task scene (touch | grasp_lift | push).
+    mode (string, 'lockstep'): lockstep | realtime.
+    control_rate_hz (double, 10.0): control rate; sim time per step = 1 / rate.
+    command_timeout_s (double, 0.5): realtime: twist older than this -> arm holds.
+    publish_camera (bool, false): publish camera/image_raw + camera/camera_info each step.
+    image_size_px (int, 84): side of the square camera image.
+    seed (int, 0): seed of the first episode; resets with seed < 0 continue the sequence.
+    ee_workspace_low_m / ee_workspace_high_m (double[3]): EE box, base frame, m.
+    max_ee_speed_mps (double, 0.3): EE speed cap (norm).
+    gripper_max_width_m (double, 0.08): largest commanded finger width.
+
+Subscribes:
+    servo_node/delta_twist_cmds (geometry_msgs/TwistStamped): EE linear velocity m/s, base frame.
+    gripper_controller/commands (std_msgs/Float64MultiArray): data[0] = finger width m.
+
+Publishes:
+    joint_states (sensor_msgs/JointState): 7 arm + 2 finger joints; finger effort = pad force N.
+    ee_pose (geometry_msgs/PoseStamped): fingertip centre, base_link.
+    ee_wrench (geometry_msgs/WrenchStamped): fingertip contact force, base_link.
+    object_pose (geometry_msgs/PoseStamped): block centre, base_link.
+    camera/image_raw (sensor_msgs/Image, rgb8), camera/camera_info (only with publish_camera).
+    clock (rosgraph_msgs/Clock): sim time.
+    selfalign/goal_pose (geometry_msgs/PoseStamped, transient local): goal of the episode.
+
+Services:
+    selfalign/reset_episode (selfalign_interfaces/srv/ResetEpisode): seed in, initial state out.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+import rclpy
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray
+
+from selfalign_bringup.bridge_core import (
+    BridgeConfig,
+    BridgeCore,
+    fingertip_wrench,
+    MODES,
+    Stepped,
+    with_overrides,
+)
+from selfalign_interfaces.srv import ResetEpisode
+from selfalign_policy import contract as C
+from selfalign_policy import contract_msgs as M
+from selfalign_reward.tasks import TASKS
+
+
+def _rel(name: str) -> str:
+    """Contract names are absolute; publish them relative to the node namespace."""
+    return name.lstrip('/')
+
+
+GOAL_POSE = 'selfalign/goal_pose'
+_RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _frange(lo: float, hi: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
+
+
+class PyBulletBridge(Node):
+    """The sim side of the robot contract; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__('pybullet_bridge')
+        self.cfg = self._declare_parameters()
+        # Imported here so that `--help`-style failures on parameters do not pay for pybullet.
+        from selfalign_bringup.sim import PandaWorld, SimConfig
+
+        self._world = PandaWorld(with_overrides(SimConfig(), self.cfg.sim_overrides()))
+        self._core = BridgeCore(self._world, self.cfg)
+        self._joint_names = list(self._world.joint_names)
+        self._camera_info = (self._world.camera_info(self.cfg.image_size_px)
+                             if self.cfg.publish_camera else None)
+
+        self._pub_joints = self.create_publisher(JointState, _rel(C.JOINT_STATES), _RELIABLE)
+        self._pub_ee = self.create_publisher(PoseStamped, _rel(C.EE_POSE), _RELIABLE)
+        self._pub_wrench = self.create_publisher(WrenchStamped, _rel(C.EE_WRENCH), _RELIABLE)
+        self._pub_object = self.create_publisher(PoseStamped, _rel(C.OBJECT_POSE), _RELIABLE)
+        self._pub_clock = self.create_publisher(Clock, _rel(C.CLOCK), _RELIABLE)
+        self._pub_goal = self.create_publisher(PoseStamped, GOAL_POSE, _LATCHED)
+        if self.cfg.publish_camera:
+            self._pub_image = self.create_publisher(Image, _rel(C.CAMERA_IMAGE), _RELIABLE)
+            self._pub_info = self.create_publisher(CameraInfo, _rel(C.CAMERA_INFO), _RELIABLE)
+        # Gripper first: when both commands are waiting, the executor takes them in creation
+        # order, so a gripper command sent just before a twist is applied with that twist.
+        self.create_subscription(Float64MultiArray, _rel(C.GRIPPER_CMD), self._on_gripper,
+                                 _RELIABLE)
+        self.create_subscription(TwistStamped, _rel(C.TWIST_CMD), self._on_twist, _RELIABLE)
+        self.create_service(ResetEpisode, _rel(C.RESET_EPISODE), self._on_reset)
+        if not self._core.lockstep:
+            self.create_timer(self.cfg.control_period_s, self._on_tick)
+        self._had_twist = False
+
+        self._publish(self._core.reset(self.cfg.seed), goal=True)
+        self.get_logger().info(f'pybullet_bridge ready: {self.cfg}')
+
+    # ------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> BridgeConfig:
+        d = BridgeConfig()
+        str_t, dbl, integer = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
+                               ParameterType.PARAMETER_INTEGER)
+        specs = [
+            ('task', d.task, ParameterDescriptor(
+                type=str_t, description=f'task scene, one of {sorted(TASKS)}', read_only=True)),
+            ('mode', d.mode, ParameterDescriptor(
+                type=str_t, read_only=True, description=f'stepping mode, one of {MODES}: '
+                'lockstep = one control period per twist; realtime = timer, latest command')),
+            ('control_rate_hz', d.control_rate_hz, ParameterDescriptor(
+                type=dbl, read_only=True, floating_point_range=_frange(1.0, 1000.0),
+                description='control rate, Hz; sim time per step = 1 / rate')),
+            ('command_timeout_s', d.command_timeout_s, ParameterDescriptor(
+                type=dbl, read_only=True, floating_point_range=_frange(0.001, 10.0),
+                description='realtime mode: a twist older than this is stale, the arm holds')),
+            ('publish_camera', d.publish_camera, ParameterDescriptor(
+                type=ParameterType.PARAMETER_BOOL, read_only=True,
+                description='render and publish camera/image_raw + camera_info every step')),
+            ('image_size_px', d.image_size_px, ParameterDescriptor(
+                type=integer, read_only=True, description='side of the square image, px',
+                integer_range=[IntegerRange(from_value=16, to_value=1024, step=1)])),
+            ('seed', d.seed, ParameterDescriptor(
+                type=integer, read_only=True,
+                description='seed of the first episode; resets with seed < 0 continue it')),
+            ('ee_workspace_low_m', list(d.ee_workspace_low_m), ParameterDescriptor(
+                type=ParameterType.PARAMETER_DOUBLE_ARRAY, read_only=True,
+                description='lower corner (x, y, z) of the EE box, base frame, m')),
+            ('ee_workspace_high_m', list(d.ee_workspace_high_m), ParameterDescriptor(
+                type=ParameterType.PARAMETER_DOUBLE_ARRAY, read_only=True,
+                description='upper corner (x, y, z) of the EE box, base frame, m')),
+            ('max_ee_speed_mps', d.max_ee_speed_mps, ParameterDescriptor(
+                type=dbl, read_only=True, floating_point_range=_frange(0.001, 2.0),
+                description='EE speed cap (norm), m/s; faster commands are scaled down')),
+            ('gripper_max_width_m', d.gripper_max_width_m, ParameterDescriptor(
+                type=dbl, read_only=True, floating_point_range=_frange(0.001, 0.2),
+                description='largest finger width a gripper command may ask for, m')),
+        ]
+        values = {}
+        for name, default, desc in specs:
+            values[name] = self.declare_parameter(name, default, desc).value
+        return BridgeConfig.from_dict(values)
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        try:
+            self._core.on_gripper(M.gripper_width(msg))
+        except ValueError as e:
+            self.get_logger().warn(f'ignored gripper command: {e}', throttle_duration_sec=2.0)
+
+    def _on_twist(self, msg: TwistStamped) -> None:
+        try:
+            v = M.twist_linear(msg)
+        except ValueError as e:
+            self.get_logger().warn(f'ignored twist: {e}', throttle_duration_sec=2.0)
+            return
+        self._had_twist = True
+        stepped = self._core.on_twist(v, time.monotonic())
+        if stepped is not None:
+            self._publish(stepped)
+
+    def _on_tick(self) -> None:
+        stepped = self._core.tick(time.monotonic())
+        if stepped is not None:
+            if stepped.stale and self._had_twist:
+                self.get_logger().warn(
+                    f'no twist for > command_timeout_s={self.cfg.command_timeout_s} s: '
+                    'holding the arm (zero velocity)', throttle_duration_sec=2.0)
+            self._publish(stepped)
+
+    def _on_reset(self, request: ResetEpisode.Request,
+                  response: ResetEpisode.Response) -> ResetEpisode.Response:
+        try:
+            stepped = self._core.reset(int(request.seed))
+        except Exception as e:  # noqa: BLE001 - report the failure to the caller, keep running
+            response.success = False
+            response.message = f'reset failed: {e}'
+            self.get_logger().error(response.message)
+            return response
+        msgs = self._publish(stepped, goal=True)
+        response.success = True
+        response.message = f'episode {self._core.episodes} seed {self._core.episode_seed}'
+        response.seed = self._core.episode_seed
+        response.joint_state, response.ee_pose, response.ee_wrench = msgs[:3]
+        response.object_pose, response.goal_pose = msgs[3], msgs[4]
+        response.block_rest_z = float(stepped.result.block_rest_z)
+        return response
+
+    # ------------------------------------------------------------------ publishing
+    def _publish(self, s: Stepped, goal: bool = False) -> tuple:
+        """Publish every state topic once with the step's stamp; returns the messages."""
+        r, stamp = s.result, M.ns_to_stamp(s.stamp_ns)
+        raw = r.raw
+        joints = M.joint_state_msg(self._joint_names, r.joint_positions, r.joint_velocities,
+                                   r.joint_efforts, stamp)
+        ee = M.pose_msg(raw['ee_pos'], raw['ee_quat'], stamp)
+        force, torque = fingertip_wrench(raw)
+        wrench = M.wrench_msg(force, torque, stamp)
+        obj = M.pose_msg(raw['block_pos'], raw['block_quat'], stamp)
+        goal_msg = M.pose_msg(raw['goal_pos'], np.array([0.0, 0.0, 0.0, 1.0]), stamp)
+        if goal:
+            self._pub_goal.publish(goal_msg)
+        if self._camera_info is not None:
+            info = self._camera_info
+            self._pub_image.publish(M.image_msg(self._world.render_rgb(self.cfg.image_size_px),
+                                                stamp, info['frame_id']))
+            self._pub_info.publish(M.camera_info_msg(info['width'], info['height'], info['K'],
+                                                     stamp, info['frame_id']))
+        self._pub_joints.publish(joints)
+        self._pub_ee.publish(ee)
+        self._pub_wrench.publish(wrench)
+        self._pub_object.publish(obj)
+        self._pub_clock.publish(Clock(clock=stamp))
+        return joints, ee, wrench, obj, goal_msg
+
+    def destroy_node(self) -> None:
+        self._world.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = PyBulletBridge()
+        except (ValueError, ParameterException) as e:
+            print(f'pybullet_bridge: bad parameter: {e}', file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
