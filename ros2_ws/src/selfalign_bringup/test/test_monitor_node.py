@@ -1,0 +1,55 @@
+"""monitor_node as a real process: episodes and alignment reports become metrics, plots, MCAP."""
+
+import time
+
+from mcap_ros2.reader import read_ros2_messages
+import pytest
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from visualization_msgs.msg import MarkerArray
+
+from selfalign_bringup.rundir import RunDir
+from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
+from tests.rosproc import NodeProcess, TestNode
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@pytest.mark.ros
+def test_monitor_writes_metrics_plots_and_recording(tmp_path):
+    run = RunDir.create(tmp_path, 'push')
+    run.write_config({'task': 'push'})
+    with NodeProcess('selfalign_bringup', 'monitor_node',
+                     params={'run_dir': str(run.path), 'plot_every_episodes': 2}) as proc, \
+            TestNode('monitor_probe') as probe:
+        markers = probe.record(MarkerArray, '/selfalign/markers')
+        spec_pub = probe.node.create_publisher(RewardSpec, '/selfalign/reward_spec', LATCHED)
+        ep_pub = probe.node.create_publisher(Episode, '/selfalign/episode', 10)
+        rep_pub = probe.node.create_publisher(AlignmentReport, '/selfalign/alignment_report', 10)
+        spec_pub.publish(RewardSpec(task='push', param_names=['w_push'], param_values=[2.0],
+                                    version=1, source='template:push'))
+        # two subscribers per topic: the metrics callback and the raw recorder
+        probe.wait_until(lambda: ep_pub.get_subscription_count() >= 2
+                         and rep_pub.get_subscription_count() >= 2, 20, 'monitor subscriptions')
+        for i in range(4):
+            ep_pub.publish(Episode(task='push', episode_index=i, env_step=100 * (i + 1),
+                                   success=i >= 2, rewards=[0.5, 0.5], evaluation=i == 3))
+        rep_pub.publish(AlignmentReport(update_index=1, env_step=400, status='updated',
+                                        param_names=['w_push'], theta_before=[2.0],
+                                        theta_after=[12.5], kendall_tau_before=0.1,
+                                        kendall_tau_after=0.9))
+        probe.wait_until(lambda: len(run.read_metrics()) >= 5, 20, 'five metric rows')
+        probe.wait_until(lambda: any('w_push=2' in m.text for a in probe.messages(
+            '/selfalign/markers') for m in a.markers), 20, 'status text with theta')
+        time.sleep(0.2)
+        assert markers, proc.output()
+    rows = run.read_metrics()
+    kinds = sorted(r['kind'] for r in rows)  # no ordering across topics
+    assert kinds == ['alignment', 'episode', 'episode', 'episode', 'eval']
+    alignment = next(r for r in rows if r['kind'] == 'alignment')
+    assert alignment['theta.w_push'] == '12.5'
+    assert [r['success'] for r in rows if r['kind'] == 'episode'] == ['0', '0', '1']
+    assert (run.plots_dir / 'success.png').exists() and (run.plots_dir / 'theta.png').exists()
+    recorded = [m.channel.topic for m in read_ros2_messages(str(run.recording_path))]
+    assert recorded.count('/selfalign/episode') == 4
+    assert '/selfalign/reward_spec' in recorded
