@@ -72,9 +72,9 @@ class SimConfig:
     """Maximum horizontal block-to-goal distance at reset (keeps push reachable in 100 steps)."""
     image_size_px: int = 84
     """Default side of the square camera image (DrQ-v2 uses 84x84)."""
-    camera_eye_m: tuple[float, float, float] = (1.05, 0.0, 0.55)
+    camera_eye_m: tuple[float, float, float] = (0.90, 0.0, 0.70)
     """Camera position, base frame: in front of the robot, looking back at the workspace."""
-    camera_target_m: tuple[float, float, float] = (0.50, 0.0, 0.05)
+    camera_target_m: tuple[float, float, float] = (0.48, 0.0, -0.05)
     """Point the camera looks at, base frame."""
     camera_fov_deg: float = 55.0
     """Vertical field of view of the camera."""
