@@ -102,6 +102,11 @@ class MonitorNode(Node):
                 self.create_subscription(_type_of(type_name), topic,
                                          self._recorder_callback(topic), qos, raw=True)
         self.create_timer(0.1, self._publish_markers)
+        # Plotting takes ~1 s of matplotlib: never in a callback. Requests coalesce.
+        self._plot_request = threading.Event()
+        self._closing = threading.Event()
+        self._plotter = threading.Thread(target=self._plot_loop, daemon=True)
+        self._plotter.start()
         self.get_logger().info(
             f'monitor: run_dir={run_dir or "(none)"} record={bool(self._recorder)}')
 
@@ -131,7 +136,7 @@ class MonitorNode(Node):
                       success_rate=int(msg.success) if msg.evaluation else '',
                       ret=f'{sum(msg.rewards):.4f}', reward_version=msg.reward_version)
         if self._episodes % self._plot_every == 0:
-            plot_run(self._run)
+            self._plot_request.set()
 
     def _on_report(self, msg: AlignmentReport):
         self._report = msg
@@ -143,7 +148,16 @@ class MonitorNode(Node):
                       kendall_tau_after=f'{msg.kendall_tau_after:.4f}',
                       acceptance_rate=f'{msg.acceptance_rate:.3f}',
                       failure_analysis=int(msg.failure_analysis), **theta)
-        plot_run(self._run)
+        self._plot_request.set()
+
+    def _plot_loop(self):
+        while not self._closing.is_set():
+            if self._plot_request.wait(timeout=0.5):
+                self._plot_request.clear()
+                try:
+                    plot_run(self._run)
+                except Exception as exc:  # noqa: BLE001 - a plot must never stop a run
+                    self.get_logger().warning(f'plotting failed: {exc}')
 
     def _publish_markers(self):
         stamp = self.get_clock().now().to_msg()
@@ -196,6 +210,8 @@ class MonitorNode(Node):
 
     def close(self):
         """Flush the recording and redraw the plots (called on shutdown)."""
+        self._closing.set()
+        self._plotter.join(timeout=10)
         if self._recorder is not None:
             self._recorder.close()
         if self._run is not None:
