@@ -1,0 +1,230 @@
+"""llm_node: serves the LLM roles (propose reward, rank trajectories, analyse failure) over ROS.
+
+A thin wrapper around ``selfalign_llm.client.LLMClient``: messages -> EpisodeRecords /
+RewardTemplates (``selfalign_reward.msgs``), one client call, results -> response. LLM calls
+take seconds to minutes, so each service runs in a ReentrantCallbackGroup on a
+MultiThreadedExecutor: the node keeps answering (and other calls proceed) while one waits.
+Failures (no key, HTTP errors, unparsable replies after the re-asks, templates that fail
+validation after the repairs) come back as ``success: false`` with a message, never a crash.
+The API key is read from OPENAI_API_KEY only and never logged.
+
+Parameters:
+    backend (str, 'scripted'): scripted | openai | replay.
+    model (str, 'gpt-4o'): model name (openai backend).
+    base_url (str, ''): OpenAI-compatible server URL; '' = api.openai.com.
+    temperature (float, 0.0): sampling temperature.
+    timeout_s (float, 60.0): per-request timeout, s.
+    max_retries (int, 2): retries inside the openai client (429/5xx/timeouts).
+    outer_retries (int, 2): client-level retries after a transport failure.
+    retry_backoff_s (float, 2.0): first outer-retry wait, s (doubles).
+    max_tokens (int, 0): completion token limit; 0 = server default.
+    max_reasks (int, 2): re-asks after an unparsable reply.
+    max_repairs (int, 3): repair rounds after a template fails validation.
+    vision (bool, false): send key frames as images when available.
+    transcript_path (str, ''): transcript.jsonl of this run; '' = memory only.
+    replay_path (str, ''): transcript to replay (backend 'replay').
+    teacher_beta (float, 20.0): scripted teacher Boltzmann inverse temperature (<= 0: noiseless).
+    teacher_mistake_rate (float, 0.1): scripted teacher expected fraction of wrong pairs.
+    teacher_tie_margin (float, 0.05): scripted teacher progress margin for ties.
+    seed (int, 0): scripted teacher seed.
+    usage_period_s (float, 5.0): period of the usage message, s.
+
+Services:
+    /selfalign/propose_reward (selfalign_interfaces/ProposeReward)
+    /selfalign/rank_trajectories (selfalign_interfaces/RankTrajectories)
+    /selfalign/analyze_failure (selfalign_interfaces/AnalyzeFailure)
+
+Subscribes:
+    (nothing)
+
+Publishes:
+    /selfalign/llm_usage (std_msgs/String, JSON totals: calls, ok, failures, tokens, by outcome
+    and role, backend, model; reliable + transient local, depth 1)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+import rclpy
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+
+from selfalign_interfaces.srv import AnalyzeFailure, ProposeReward, RankTrajectories
+from selfalign_llm.backends.base import BackendError
+from selfalign_llm.client import LLMError
+from selfalign_llm.config import BACKENDS, LLMConfig, make_client
+from selfalign_reward.msgs import episode_from_msg, spec_from_msg, spec_to_msg
+from selfalign_reward.template import TemplateError
+
+_ERRORS = (LLMError, BackendError, TemplateError, ValueError, KeyError)
+
+
+def _float(lo: float, hi: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=lo, to_value=hi)]
+
+
+def _int(lo: int, hi: int) -> list[IntegerRange]:
+    return [IntegerRange(from_value=lo, to_value=hi)]
+
+
+class LLMNode(Node):
+    """ROS services over an LLMClient built from the node's parameters."""
+
+    def __init__(self) -> None:
+        super().__init__('llm_node')
+        d = LLMConfig()
+        specs: list[tuple[str, Any, str, dict[str, Any]]] = [
+            ('backend', d.backend, f'which LLM answers: {" | ".join(BACKENDS)}', {}),
+            ('model', d.model, 'model name (openai backend)', {}),
+            ('base_url', d.base_url, "OpenAI-compatible server URL; '' = api.openai.com", {}),
+            ('temperature', d.temperature, 'sampling temperature',
+             {'floating_point_range': _float(0.0, 2.0)}),
+            ('timeout_s', d.timeout_s, 'per-request timeout, s',
+             {'floating_point_range': _float(0.1, 3600.0)}),
+            ('max_retries', d.max_retries, 'retries inside the openai client (429/5xx/timeout)',
+             {'integer_range': _int(0, 20)}),
+            ('outer_retries', d.outer_retries, 'client-level retries after transport failures',
+             {'integer_range': _int(0, 20)}),
+            ('retry_backoff_s', d.retry_backoff_s, 'first outer-retry wait, s (doubles)',
+             {'floating_point_range': _float(0.0, 600.0)}),
+            ('max_tokens', d.max_tokens, 'completion token limit; 0 = server default',
+             {'integer_range': _int(0, 1_000_000)}),
+            ('max_reasks', d.max_reasks, 're-asks after an unparsable reply',
+             {'integer_range': _int(0, 10)}),
+            ('max_repairs', d.max_repairs, 'repair rounds after a template fails validation',
+             {'integer_range': _int(0, 10)}),
+            ('vision', d.vision, 'send key frames as images when available', {}),
+            ('transcript_path', d.transcript_path,
+             "transcript.jsonl of this run (every prompt and reply); '' = memory only", {}),
+            ('replay_path', d.replay_path, "transcript to replay (backend 'replay')", {}),
+            ('teacher_beta', d.teacher_beta,
+             'scripted teacher: Boltzmann inverse temperature over progress; <= 0 = noiseless',
+             {'floating_point_range': _float(0.0, 1e6)}),
+            ('teacher_mistake_rate', d.teacher_mistake_rate,
+             'scripted teacher: expected fraction of episode pairs ranked wrongly',
+             {'floating_point_range': _float(0.0, 0.5)}),
+            ('teacher_tie_margin', d.teacher_tie_margin,
+             'scripted teacher: progress difference within which neighbours are tied',
+             {'floating_point_range': _float(0.0, 10.0)}),
+            ('seed', d.seed, 'scripted teacher random seed', {}),
+        ]
+        values = {}
+        for name, default, description, extra in specs:
+            values[name] = self.declare_parameter(
+                name, default, ParameterDescriptor(description=description, read_only=True,
+                                                   **extra)).value
+        usage_period_s = self.declare_parameter('usage_period_s', 5.0, ParameterDescriptor(
+            description='period of the /selfalign/llm_usage message, s',
+            floating_point_range=_float(0.1, 3600.0))).value
+        self.config = LLMConfig(**values)
+        self.client = make_client(self.config)
+        self.get_logger().info(
+            f'LLM backend={self.config.backend} model={self.client.model} '
+            f'base_url={self.config.base_url or "(default)"} timeout_s={self.config.timeout_s} '
+            f'max_retries={self.config.max_retries} max_reasks={self.config.max_reasks} '
+            f'max_repairs={self.config.max_repairs} transcript={self.config.transcript_path!r}')
+
+        group = ReentrantCallbackGroup()
+        self._usage_pub = self.create_publisher(String, '/selfalign/llm_usage', QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.create_service(ProposeReward, '/selfalign/propose_reward', self._on_propose,
+                            callback_group=group)
+        self.create_service(RankTrajectories, '/selfalign/rank_trajectories', self._on_rank,
+                            callback_group=group)
+        self.create_service(AnalyzeFailure, '/selfalign/analyze_failure', self._on_analyze,
+                            callback_group=group)
+        self.create_timer(usage_period_s, self._publish_usage, callback_group=group)
+        self._publish_usage()
+
+    def _publish_usage(self) -> None:
+        totals = self.client.usage()
+        totals.update(backend=self.config.backend, model=self.client.model)
+        self._usage_pub.publish(String(data=json.dumps(totals, sort_keys=True)))
+
+    def _done(self, role: str, start: float, ok: bool, message: str = '') -> None:
+        latency = time.monotonic() - start
+        if ok:
+            self.get_logger().info(f'{role}: ok in {latency:.2f} s (model {self.client.model})')
+        else:
+            self.get_logger().error(f'{role}: failed after {latency:.2f} s: {message}')
+        self._publish_usage()
+
+    def _on_propose(self, req: ProposeReward.Request, resp: ProposeReward.Response
+                    ) -> ProposeReward.Response:
+        start = time.monotonic()
+        try:
+            template, plan = self.client.propose_reward(
+                req.task, req.task_description, req.previous_code, req.error)
+            model = self.client.model
+            source = f'llm:{model}' if self.config.backend == 'openai' else model
+            resp.spec = spec_to_msg(template, None, version=0, source=source, task=req.task)
+            resp.plan = plan
+            resp.success = True
+        except _ERRORS as exc:
+            resp.success, resp.message = False, str(exc)
+        resp.model = self.client.model
+        self._done('propose_reward', start, resp.success, resp.message)
+        return resp
+
+    def _on_rank(self, req: RankTrajectories.Request, resp: RankTrajectories.Response
+                 ) -> RankTrajectories.Response:
+        start = time.monotonic()
+        try:
+            episodes = [episode_from_msg(m) for m in req.episodes]
+            ranking = self.client.rank_detailed(req.task, episodes, req.task_description)
+            resp.ranks = [int(r) for r in ranking.ranks]
+            resp.descriptions = ranking.descriptions
+            resp.success = True
+        except _ERRORS as exc:
+            resp.success, resp.message = False, str(exc)
+        resp.model = self.client.model
+        self._done('rank_trajectories', start, resp.success, resp.message)
+        return resp
+
+    def _on_analyze(self, req: AnalyzeFailure.Request, resp: AnalyzeFailure.Response
+                    ) -> AnalyzeFailure.Response:
+        start = time.monotonic()
+        try:
+            template, theta, _, _ = spec_from_msg(req.spec)
+            episodes = [episode_from_msg(m) for m in req.episodes]
+            analysis, proposal = self.client.analyze_failure(
+                req.task, template, theta, episodes, req.success_rate, req.rank_agreement,
+                req.task_description)
+            resp.analysis = analysis
+            resp.param_names = list(proposal)
+            resp.param_values = [float(v) for v in proposal.values()]
+            resp.success = True
+        except _ERRORS as exc:
+            resp.success, resp.message = False, str(exc)
+        resp.model = self.client.model
+        self._done('analyze_failure', start, resp.success, resp.message)
+        return resp
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run llm_node on a MultiThreadedExecutor until shut down."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = LLMNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
