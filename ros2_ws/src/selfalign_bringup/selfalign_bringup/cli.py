@@ -1,0 +1,231 @@
+"""`selfalign` command line: the all-in-one `train` runner (every node in one process).
+
+    selfalign train --task push [--steps 100000] [--seed 0] [--llm scripted|openai|replay]
+                    [--model M] [--base-url URL] [--obs state|pixels] [--run-dir DIR]
+                    [--resume RUN_DIR] [--set node.param=value ...]
+
+The same nodes as ``ros2 launch selfalign_bringup <task>.launch.py``, built from the same
+configuration (``selfalign_bringup.wiring``), spun on one ``MultiThreadedExecutor``. Parameters
+reach the nodes through a ``--params-file`` written into the run directory. Progress (env steps,
+success rate, θ, LLM calls) is read from the run's own topics, so the runner needs no knowledge
+of node internals. Ctrl-C stops cleanly: the policy writes a checkpoint, the monitor flushes
+metrics, plots and the recording. ``--resume RUN_DIR`` reuses that run's config and continues
+from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import deque
+from dataclasses import replace
+import json
+import os
+import sys
+import threading
+from typing import Any
+
+import yaml
+
+from selfalign_bringup import wiring
+from selfalign_bringup.rundir import RunDir
+
+#: node name -> (module, class) of the node classes the embedded runner instantiates.
+NODE_CLASSES = {
+    'pybullet_bridge': ('selfalign_bringup.pybullet_bridge', 'PyBulletBridge'),
+    'llm_node': ('selfalign_llm.llm_node', 'LLMNode'),
+    'reward_node': ('selfalign_reward.reward_node', 'RewardNode'),
+    'alignment_node': ('selfalign_reward.alignment_node', 'AlignmentNode'),
+    'policy_node': ('selfalign_policy.policy_node', 'PolicyNode'),
+    'monitor_node': ('selfalign_bringup.monitor_node', 'MonitorNode'),
+}
+
+
+def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`node.param=value` (YAML value) -> {node: {param: value}}; errors name the item."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        node, dot, param = key.partition('.')
+        if not sep or not dot or not param:
+            raise SystemExit(f'--set {item!r}: expected node.param=value, e.g. '
+                             'alignment_node.reward_update_every_steps=2000')
+        if node not in wiring.NODES and node != '/**':
+            raise SystemExit(f'--set {item!r}: unknown node {node!r}; '
+                             f'known: {sorted(wiring.NODES)}')
+        out.setdefault(node, {})[param] = yaml.safe_load(value)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='selfalign', description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+    t = sub.add_parser('train', help='train a task with every node in one process',
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument('--task', default='push', choices=sorted(wiring.TASK_CONFIGS))
+    t.add_argument('--steps', type=int, default=None,
+                   help='environment steps to train (default: policy_node.total_env_steps)')
+    t.add_argument('--seed', type=int, default=0)
+    t.add_argument('--llm', default='scripted', choices=wiring.LLM_BACKENDS,
+                   help='scripted = simulated teacher (offline, no key)')
+    t.add_argument('--model', default='', help='model for --llm openai')
+    t.add_argument('--base-url', default='', help='OpenAI-compatible server for --llm openai')
+    t.add_argument('--replay-transcript', default='', help='transcript.jsonl for --llm replay')
+    t.add_argument('--obs', default='state', choices=wiring.OBS_KINDS)
+    t.add_argument('--run-dir', default='', help='default: runs/<time>-<task>')
+    t.add_argument('--runs-root', default='runs', help='parent of new run directories')
+    t.add_argument('--resume', default='', metavar='RUN_DIR',
+                   help='continue the run in RUN_DIR from its last checkpoint')
+    t.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
+                   help='override one node parameter (repeatable)')
+    t.add_argument('--no-progress', action='store_true', help='no progress bar')
+    return parser
+
+
+def prepare(ns: argparse.Namespace) -> tuple[RunDir, dict[str, dict[str, Any]], int]:
+    """Resolve the configuration and the run directory; returns (run, config, steps)."""
+    if ns.resume:
+        run = RunDir.open_existing(ns.resume)
+        config = run.read_config()
+        config.setdefault('policy_node', {})['resume'] = True
+    else:
+        args = wiring.Args(task=ns.task, llm=ns.llm, model=ns.model, base_url=ns.base_url,
+                           obs=ns.obs, seed=ns.seed, run_dir=ns.run_dir,
+                           replay_transcript=ns.replay_transcript)
+        try:
+            args.validate()
+        except wiring.ConfigError as exc:
+            raise SystemExit(f'selfalign train: {exc}') from None
+        run = RunDir(ns.run_dir) if ns.run_dir else RunDir.create(ns.runs_root, ns.task)
+        config = wiring.resolve(replace(args, run_dir=str(run.path)))
+    for node, params in _parse_set(ns.set).items():
+        config.setdefault(node, {}).update(params)
+    if ns.steps is not None:
+        config.setdefault('policy_node', {})['total_env_steps'] = int(ns.steps)
+    config['/**']['run_dir'] = str(run.path)
+    steps = int(config.get('policy_node', {}).get('total_env_steps', 100000))
+    run.write_config(config)
+    return run, config, steps
+
+
+class Progress:
+    """Reads /selfalign/episode, reward_spec and llm_usage; drives a tqdm bar; signals done."""
+
+    def __init__(self, node, total_steps: int, start_step: int, show: bool):
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import String
+
+        from selfalign_interfaces.msg import Episode, RewardSpec
+
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.total = total_steps
+        self.step = start_step
+        self.done = threading.Event()
+        self._recent: deque[bool] = deque(maxlen=20)
+        self._theta = ''
+        self._llm_calls = 0
+        self._bar = None
+        if show:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total_steps, initial=start_step, unit='step',
+                             dynamic_ncols=True, desc='train')
+        node.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50)
+        node.create_subscription(RewardSpec, '/selfalign/reward_spec', self._on_spec, latched)
+        node.create_subscription(String, '/selfalign/llm_usage', self._on_usage, 10)
+
+    def _on_episode(self, msg) -> None:
+        if not msg.evaluation:
+            self._recent.append(bool(msg.success))
+        if self._bar is not None:
+            self._bar.update(max(0, int(msg.env_step) - self.step))
+        self.step = max(self.step, int(msg.env_step))
+        self._refresh()
+        if self.step >= self.total:
+            self.done.set()
+
+    def _on_spec(self, msg) -> None:
+        self._theta = ' '.join(f'{n}={v:.3g}' for n, v in zip(msg.param_names, msg.param_values))
+        self._refresh()
+
+    def _on_usage(self, msg) -> None:
+        try:
+            self._llm_calls = int(json.loads(msg.data).get('calls', self._llm_calls))
+        except (ValueError, AttributeError):
+            pass
+
+    def _refresh(self) -> None:
+        if self._bar is None:
+            return
+        rate = sum(self._recent) / len(self._recent) if self._recent else 0.0
+        self._bar.set_postfix_str(f'success {rate:.0%} | llm {self._llm_calls} | {self._theta}')
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _node_class(name: str):
+    module, cls = NODE_CLASSES[name]
+    return getattr(__import__(module, fromlist=[cls]), cls)
+
+
+def train(ns: argparse.Namespace) -> int:
+    run, config, steps = prepare(ns)
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    os.environ.setdefault('ROS_DOMAIN_ID', str((os.getuid() + 17) % 100 + 1))
+    params = wiring.params_file(config, run.path / 'params.yaml')
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    print(f'selfalign: training {config["/**"]["task"]} for {steps} env steps; '
+          f'run directory {run.path}', file=sys.stderr, flush=True)
+    rclpy.init(args=['--ros-args', '--params-file', str(params)])
+    executor = MultiThreadedExecutor(num_threads=4)
+    nodes: dict[str, Any] = {}
+    progress = None
+    interrupted = False
+    try:
+        names = [n for n in NODE_CLASSES if n in {p.name for p in wiring.plan(
+            wiring.Args(task=config['/**']['task']), config)}]
+        for name in names:
+            nodes[name] = _node_class(name)()
+            executor.add_node(nodes[name])
+        progress_node = rclpy.create_node('selfalign_train_progress')
+        nodes['_progress'] = progress_node
+        executor.add_node(progress_node)
+        progress = Progress(progress_node, steps, run.last_env_step(), not ns.no_progress)
+        while rclpy.ok() and not progress.done.is_set():
+            executor.spin_once(timeout_sec=0.1)
+            policy = nodes.get('policy_node')
+            if policy is not None and getattr(policy, 'finished', False):
+                break
+    except (KeyboardInterrupt, ExternalShutdownException):
+        interrupted = True
+    finally:
+        if progress is not None:
+            progress.close()
+        policy = nodes.get('policy_node')
+        if policy is not None and hasattr(policy, 'save_checkpoint'):
+            policy.save_checkpoint()
+        for node in reversed(list(nodes.values())):
+            if hasattr(node, 'close'):
+                node.close()
+            executor.remove_node(node)
+            node.destroy_node()
+        executor.shutdown(timeout_sec=5)
+        rclpy.try_shutdown()
+    verb = 'stopped' if interrupted else 'finished'
+    print(f'selfalign: {verb}; results in {run.path} (resume with: selfalign train --resume '
+          f'{run.path})', file=sys.stderr)
+    return 130 if interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.command == 'train':
+        return train(ns)
+    return 2
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
