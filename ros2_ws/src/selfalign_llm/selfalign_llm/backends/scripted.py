@@ -81,6 +81,7 @@ def proposal_reply(task: str) -> str:
 
 
 # ALGO LOGIC: noise models of the simulated preference teacher.
+@cache
 def mallows_dispersion(num_items: int, mistake_rate: float) -> float:
     """Mallows phi in [0, 1] whose expected fraction of reversed pairs is ``mistake_rate``.
 
