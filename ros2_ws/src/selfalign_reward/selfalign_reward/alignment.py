@@ -1,0 +1,251 @@
+"""Aligning reward parameters θ to LLM rankings: Boltzmann likelihood + Metropolis–Hastings.
+
+METHOD.md, outer loop. Given K episodes, the LLM's ranks (0 best, ties allowed) and a reward
+template R_θ:
+
+* every ordered pair of different ranks (i better than j) is a preference τi ≻ τj;
+* episode returns under θ are z-scored across the ranked set (mean 0, std 1; all zeros when the
+  returns are all equal), so β means the same for every task and reward scale;
+* P(τi ≻ τj | θ) = σ(β (z_i − z_j)), β = 0.9; log-likelihood = Σ log P over the pairs;
+* prior: independent Gaussians in the transformed space u (u = log θ for 'log' parameters, bounded
+  to [log lower, log upper]; u = logit((θ − lower)/(upper − lower)) for 'linear' ones), centred
+  on the current θ with std ``prior_width`` × the range width in u (log: log(upper/lower);
+  linear: 6, i.e. logit 0.05..0.95). The posterior is defined over u, so no Jacobian enters;
+* random-walk Metropolis–Hastings in u, step size adapted toward acceptance ``target_accept``
+  (Robbins–Monro) during burn-in and frozen afterwards; MAP = the visited state (start included)
+  with the highest log posterior.
+
+All randomness comes from the ``np.random.Generator`` passed in. Pure numpy + scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from selfalign_reward.evaluate import PreparedBatch, RewardFunction, RewardRuntimeError, Theta
+
+DEFAULT_BETA = 0.9
+LINEAR_LOGIT_WIDTH = 6.0  # width of a 'linear' range in logit space for the prior (0.05..0.95)
+_EPS = 1e-9
+
+
+def preference_pairs(ranks: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair of different ranks: (winners, losers) index arrays, rank 0 best.
+
+    Ties yield no pair. Example: ranks [0, 2, 1] -> winners [0, 0, 2], losers [1, 2, 1].
+    """
+    r = np.asarray(ranks).reshape(-1)
+    better = r[:, None] < r[None, :]
+    win, lose = np.nonzero(better)
+    return win.astype(np.int64), lose.astype(np.int64)
+
+
+def normalise_returns(returns: np.ndarray) -> np.ndarray:
+    """z-score returns across the ranked set; all zeros when they are (numerically) equal."""
+    r = np.asarray(returns, dtype=np.float64)
+    std = r.std()
+    if not np.isfinite(std) or std <= 1e-12 * max(1.0, float(np.abs(r).max(initial=0.0))):
+        return np.zeros_like(r)
+    return (r - r.mean()) / std
+
+
+def log_likelihood(returns: np.ndarray, win: np.ndarray, lose: np.ndarray,
+                   beta: float = DEFAULT_BETA, normalise: bool = True) -> float:
+    """Σ over pairs of log σ(β (R_win − R_lose)); returns z-scored unless ``normalise``=False."""
+    z = normalise_returns(returns) if normalise else np.asarray(returns, dtype=np.float64)
+    d = beta * (z[win] - z[lose])
+    return -float(np.logaddexp(0.0, -d).sum())
+
+
+def rank_agreement(returns: np.ndarray, ranks: np.ndarray | list[int]) -> float:
+    """Kendall τ-b of returns (higher better) vs ranks (lower better); 0 if undefined."""
+    r = np.asarray(ranks, dtype=np.float64)
+    if len(r) < 2:
+        return 0.0
+    tau = kendalltau(np.asarray(returns, dtype=np.float64), -r).statistic
+    return float(tau) if np.isfinite(tau) else 0.0
+
+
+class ParamTransform:
+    """Maps θ (parameter units) <-> u (unconstrained MH space) for a template's parameters."""
+
+    def __init__(self, fn: RewardFunction) -> None:
+        specs = fn.template.params
+        self.names = fn.param_names
+        self.lower = np.array([s.lower for s in specs], dtype=np.float64)
+        self.upper = np.array([s.upper for s in specs], dtype=np.float64)
+        self.is_log = np.array([s.scale == 'log' for s in specs])
+        self.u_lower = np.where(self.is_log, np.log(np.maximum(self.lower, _EPS)), -np.inf)
+        self.u_upper = np.where(self.is_log, np.log(np.maximum(self.upper, _EPS)), np.inf)
+        self.width = np.where(self.is_log, np.log(np.maximum(self.upper, _EPS)
+                                                  / np.maximum(self.lower, _EPS)),
+                              LINEAR_LOGIT_WIDTH)
+
+    def to_u(self, theta: np.ndarray) -> np.ndarray:
+        th = np.clip(np.asarray(theta, dtype=np.float64), self.lower, self.upper)
+        pos = np.clip((th - self.lower) / (self.upper - self.lower), 1e-6, 1 - 1e-6)
+        return np.where(self.is_log, np.log(np.maximum(th, _EPS)), np.log(pos / (1 - pos)))
+
+    def to_theta(self, u: np.ndarray) -> np.ndarray:
+        lin = self.lower + (self.upper - self.lower) / (1.0 + np.exp(-np.where(self.is_log, 0, u)))
+        return np.clip(np.where(self.is_log, np.exp(np.where(self.is_log, u, 0)), lin),
+                       self.lower, self.upper)
+
+    def inside(self, u: np.ndarray) -> bool:
+        return bool(np.all(u >= self.u_lower) and np.all(u <= self.u_upper))
+
+
+@dataclass
+class MHResult:
+    """Outcome of one Metropolis–Hastings run. θ arrays are in ``param_names`` order.
+
+    samples: (S, P) θ after burn-in; log_posterior: (S,) of those samples.
+    """
+
+    param_names: tuple[str, ...]
+    theta_start: np.ndarray
+    theta_map: np.ndarray
+    theta_mean: np.ndarray
+    theta_std: np.ndarray
+    acceptance_rate: float
+    step_size: float
+    samples: np.ndarray
+    log_posterior: np.ndarray
+    log_likelihood_before: float
+    log_likelihood_after: float
+    kendall_tau_before: float
+    kendall_tau_after: float
+    num_pairs: int
+
+    def as_dict(self, which: str = 'map') -> dict[str, float]:
+        """θ as {name: value}; ``which`` is 'map', 'mean' or 'start'."""
+        arr = {'map': self.theta_map, 'mean': self.theta_mean, 'start': self.theta_start}[which]
+        return {n: float(v) for n, v in zip(self.param_names, arr)}
+
+
+class AlignmentProblem:
+    """Log posterior of θ given K ranked episodes, with everything θ-independent precomputed.
+
+    Args:
+        fn: the reward function R_θ.
+        episodes: packed features (K, T, FEATURE_DIM) or ``RewardFunction.prepare``'s result.
+        ranks: (K,) LLM ranks, 0 best, ties allowed.
+        theta_center: prior centre (current θ); dict or array.
+        beta: Boltzmann rationality.
+        prior_width: prior std as a fraction of each parameter's transformed range width.
+    """
+
+    def __init__(self, fn: RewardFunction, episodes: np.ndarray | PreparedBatch,
+                 ranks: np.ndarray | list[int], theta_center: Theta | None = None,
+                 beta: float = DEFAULT_BETA, prior_width: float = 0.5) -> None:
+        self.fn = fn
+        self.batch = fn.prepare(episodes)
+        if len(self.batch.lead) != 2:
+            raise ValueError(f'episodes must be (K, T, FEATURE_DIM), got leading shape '
+                             f'{self.batch.lead}')
+        self.ranks = np.asarray(ranks).reshape(-1)
+        if self.ranks.shape[0] != self.batch.lead[0]:
+            raise ValueError(f'{self.ranks.shape[0]} ranks for {self.batch.lead[0]} episodes')
+        self.win, self.lose = preference_pairs(self.ranks)
+        self.beta = float(beta)
+        self.transform = ParamTransform(fn)
+        self.theta_center = fn.theta_array(theta_center)
+        self.u_center = self.transform.to_u(self.theta_center)
+        self.prior_std = np.maximum(prior_width * self.transform.width, 1e-6)
+        self._names = fn.param_names
+
+    def returns(self, theta: np.ndarray) -> np.ndarray:
+        """(K,) episode returns under θ (array in parameter order)."""
+        return self.fn.episode_returns(self.batch, dict(zip(self._names, theta.tolist())))
+
+    def log_likelihood(self, theta: np.ndarray) -> float:
+        return log_likelihood(self.returns(theta), self.win, self.lose, self.beta)
+
+    def log_prior_u(self, u: np.ndarray) -> float:
+        if not self.transform.inside(u):
+            return -math.inf
+        z = (u - self.u_center) / self.prior_std
+        return -0.5 * float(z @ z)
+
+    def log_posterior_u(self, u: np.ndarray) -> tuple[float, float]:
+        """(log posterior, log likelihood) at u; -inf when outside the ranges or non-finite."""
+        lp = self.log_prior_u(u)
+        if not math.isfinite(lp):
+            return -math.inf, -math.inf
+        try:
+            ll = self.log_likelihood(self.transform.to_theta(u))
+        except RewardRuntimeError:
+            return -math.inf, -math.inf
+        return lp + ll, ll
+
+    def tau(self, theta: np.ndarray) -> float:
+        return rank_agreement(self.returns(theta), self.ranks)
+
+
+def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch,
+                        ranks: np.ndarray | list[int], theta0: Theta | None = None, *,
+                        num_samples: int = 2000, burn_in: int = 500,
+                        beta: float = DEFAULT_BETA, prior_width: float = 0.5,
+                        init_step: float = 0.2, target_accept: float = 0.3,
+                        prior_center: Theta | None = None,
+                        rng: np.random.Generator | None = None) -> MHResult:
+    """Sample the posterior over θ and return its MAP, mean, spread and rank agreement.
+
+    ``theta0`` is the chain's start (default: the template's initial values); ``prior_center``
+    the prior's centre (default: ``theta0``; failure analysis starts the chain at the LLM's
+    proposal while the prior stays on the current θ if the caller passes both). The proposal is
+    u' = u + step · prior_std · N(0, I); ``init_step`` is the initial ``step``.
+    """
+    if num_samples < 1 or burn_in < 0:
+        raise ValueError('num_samples must be >= 1 and burn_in >= 0')
+    rng = np.random.default_rng() if rng is None else rng
+    start = fn.theta_array(theta0)
+    center = start if prior_center is None else fn.theta_array(prior_center)
+    prob = AlignmentProblem(fn, episodes, ranks, center, beta, prior_width)
+    tr = prob.transform
+    u = tr.to_u(start)
+    lp, ll = prob.log_posterior_u(u)
+    ll_before = prob.log_likelihood(start) if math.isfinite(ll) else -math.inf
+    best_u, best_lp = u.copy(), lp
+    log_step = math.log(init_step)
+    p = len(u)
+    samples = np.empty((num_samples, p))
+    post = np.empty(num_samples)
+    accepted = 0
+    total = burn_in + num_samples
+    noise = rng.standard_normal((total, p)) * prob.prior_std
+    log_unif = np.log(rng.random(total))
+    for it in range(total):
+        prop = u + math.exp(log_step) * noise[it]
+        lp_new, _ = prob.log_posterior_u(prop)
+        delta = lp_new - lp
+        if math.isfinite(lp_new) and (not math.isfinite(lp) or log_unif[it] < delta):
+            u, lp = prop, lp_new
+            acc = 1.0
+            if lp > best_lp:
+                best_u, best_lp = u.copy(), lp
+        else:
+            acc = 0.0
+        if it < burn_in:
+            alpha = 1.0 if acc else (math.exp(min(delta, 0.0)) if math.isfinite(lp_new) else 0.0)
+            log_step += (alpha - target_accept) / (1.0 + it) ** 0.6
+            log_step = min(max(log_step, math.log(1e-4)), math.log(5.0))
+        else:
+            k = it - burn_in
+            accepted += int(acc)
+            samples[k] = u
+            post[k] = lp
+    theta_samples = tr.to_theta(samples)
+    theta_map = tr.to_theta(best_u)
+    return MHResult(
+        param_names=fn.param_names, theta_start=start, theta_map=theta_map,
+        theta_mean=theta_samples.mean(axis=0), theta_std=theta_samples.std(axis=0),
+        acceptance_rate=accepted / num_samples, step_size=math.exp(log_step),
+        samples=theta_samples, log_posterior=post,
+        log_likelihood_before=ll_before, log_likelihood_after=prob.log_likelihood(theta_map),
+        kendall_tau_before=prob.tau(start), kendall_tau_after=prob.tau(theta_map),
+        num_pairs=len(prob.win))

@@ -1,0 +1,113 @@
+"""Tests for the vectorised reward evaluation (RewardFunction)."""
+
+import numpy as np
+import pytest
+
+from selfalign_reward import features as F
+from selfalign_reward.evaluate import RewardFunction, RewardRuntimeError
+from selfalign_reward.sandbox import sample_features
+from selfalign_reward.template import load_reference_template
+
+THETA = {'w_reach': 2.0, 'reach_sharpness': 5.0, 'w_touch': 3.0, 'force_threshold': 0.2}
+
+
+def expected_touch(f, th):
+    reach = th['w_reach'] * (1 - np.tanh(th['reach_sharpness'] * f['ee_block_dist']))
+    touch = th['w_touch'] * (f['contact_force'] > th['force_threshold'])
+    return reach + touch, reach, touch
+
+
+@pytest.fixture(scope='module')
+def touch_fn():
+    return RewardFunction(load_reference_template('touch'))
+
+
+def test_packed_dict_and_array_theta_agree(touch_fn):
+    packed = sample_features(50, seed=3)
+    f = F.unpack(packed)
+    want, reach, touch = expected_touch(f, THETA)
+    total, terms = touch_fn(packed, THETA)
+    assert total.shape == (50,) and total.dtype == np.float64
+    np.testing.assert_allclose(total, want, rtol=1e-6)
+    np.testing.assert_allclose(terms['reach'], reach, rtol=1e-6)
+    np.testing.assert_allclose(terms['touch'], touch, rtol=1e-6)
+    arr = np.array([THETA[n] for n in touch_fn.param_names])
+    np.testing.assert_allclose(touch_fn(f, arr)[0], total)
+    np.testing.assert_allclose(touch_fn.total(packed, THETA), total)
+
+
+def test_leading_axes_are_preserved_and_episode_returns_sum(touch_fn):
+    packed = sample_features(60, seed=4).reshape(3, 20, F.FEATURE_DIM)
+    total, terms = touch_fn(packed, THETA)
+    assert total.shape == (3, 20) and terms['touch'].shape == (3, 20)
+    returns = touch_fn.episode_returns(packed, THETA)
+    np.testing.assert_allclose(returns, total.sum(axis=1))
+    prepared = touch_fn.prepare(packed)
+    np.testing.assert_allclose(touch_fn.episode_returns(prepared, THETA), returns)
+    disc = touch_fn.episode_returns(packed, THETA, discount=0.9)
+    np.testing.assert_allclose(disc, (total * 0.9 ** np.arange(20)).sum(axis=1))
+    per_term = touch_fn.episode_term_returns(packed, THETA)
+    np.testing.assert_allclose(per_term['reach'] + per_term['touch'], returns)
+
+
+def test_theta_default_and_errors(touch_fn):
+    packed = sample_features(5)
+    np.testing.assert_allclose(touch_fn(packed)[0], touch_fn(packed, touch_fn.template
+                                                             .initial_theta())[0])
+    with pytest.raises(ValueError, match='unknown names'):
+        touch_fn(packed, {**THETA, 'bogus': 1.0})
+    with pytest.raises(ValueError, match='expected 4'):
+        touch_fn(packed, [1.0, 2.0])
+    with pytest.raises(ValueError, match='columns|expected'):
+        touch_fn(np.zeros((4, 7)), THETA)
+    with pytest.raises(ValueError, match='needs'):
+        touch_fn.episode_returns(packed, THETA)
+
+
+def test_template_cannot_mutate_the_caller_batch():
+    src = """PARAMETERS = [
+    {'name': 'w', 'init': 1.0, 'lower': 0.1, 'upper': 10.0, 'scale': 'log', 'meaning': 'w'},
+]
+
+
+def reward(f, p):
+    x = f['contact_force'] * p['w']
+    return x, {'x': x}
+"""
+    fn = RewardFunction(src)
+    packed = sample_features(10)
+    before = packed.copy()
+    fn(packed, {'w': 3.0})
+    np.testing.assert_array_equal(packed, before)
+
+
+NAN_SRC = """PARAMETERS = [
+    {'name': 'c', 'init': 1.0, 'lower': 0.1, 'upper': 10.0, 'scale': 'log', 'meaning': 'c'},
+]
+
+
+def reward(f, p):
+    x = np.log(f['contact_force']) * p['c']
+    return x, {'x': x}
+"""
+
+
+def test_nonfinite_raise_names_theta_and_zero_policy_counts():
+    packed = sample_features(64)
+    zero_force = int((F.unpack(packed)['contact_force'] == 0).sum())
+    assert zero_force > 0
+    with pytest.raises(RewardRuntimeError, match=r'NaN/inf in \d+ of 64 rows at theta'):
+        RewardFunction(NAN_SRC)(packed, {'c': 1.0})
+    fn = RewardFunction(NAN_SRC, nonfinite='zero')
+    total, terms = fn(packed, {'c': 1.0})
+    assert np.isfinite(total).all() and np.isfinite(terms['x']).all()
+    assert (total[F.unpack(packed)['contact_force'] == 0] == 0).all()
+    assert fn.nonfinite_count == 2 * zero_force  # total and the term
+    with pytest.raises(ValueError, match='nonfinite'):
+        RewardFunction(NAN_SRC, nonfinite='ignore')
+
+
+def test_runtime_exception_is_wrapped():
+    src = NAN_SRC.replace("np.log(f['contact_force'])", "f['ee_pos'][:, 9]")
+    with pytest.raises(RewardRuntimeError, match='IndexError'):
+        RewardFunction(src)(sample_features(4), {'c': 1.0})
