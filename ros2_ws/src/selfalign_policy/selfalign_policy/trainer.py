@@ -1,0 +1,281 @@
+"""The DrQ-v2 training loop over any gymnasium-style env (pure: no rclpy, no simulator import).
+
+The env is passed in: the sim's gym envs (``selfalign_bringup.sim``), or the policy node's
+robot-contract env. Contract the loop relies on: ``reset(seed=...) -> (obs, info)``;
+``step(action (A,) in [-1, 1]) -> (obs, reward, terminated, truncated, info)`` with
+``info['features']`` the packed reward-input features of the step (FEATURE_DIM,), optionally
+``info['success']`` (per-step task condition), ``info['is_success']``, ``info['block_rest_z']``.
+The env's own reward is ignored: rewards come from ``reward_fn(packed (K, FEATURE_DIM)) -> (K,)``
+at replay-sample time, so ``set_reward_fn`` re-scores everything stored.
+Pixel envs return one frame (C, H, W); the loop stacks ``replay.frame_stack`` of them.
+
+Seeding: episode k of training resets with seed ``seed * 1_000_003 + k``, evaluation episode j
+of evaluation round r with ``10**9 + seed * 1_000_003 + r * 1000 + j``; with the global RNGs and
+the replay sampler in the checkpoint, a resume continues the same run (checkpoints are taken at
+episode ends, where no simulator state needs saving).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+import math
+import os
+from pathlib import Path
+import time
+from typing import Any
+
+import numpy as np
+
+from selfalign_policy.agent import DrQV2Agent
+from selfalign_policy.checkpoint import load_checkpoint, save_checkpoint, seed_everything
+from selfalign_policy.config import DrQV2Config
+from selfalign_policy.replay import ReplayBuffer, RewardFn
+from selfalign_reward.features import unpack
+from selfalign_reward.tasks import episode_success, TASKS
+
+CHECKPOINT_NAME = 'checkpoint.pt'
+
+
+@dataclass
+class EpisodeData:
+    """One finished episode; field names match ``selfalign_reward.episode.EpisodeRecord``."""
+
+    task: str
+    features: np.ndarray
+    """float32 (T, FEATURE_DIM), packed reward-input features of steps 1..T."""
+    actions: np.ndarray
+    """float32 (T, A)."""
+    rewards: np.ndarray
+    """float32 (T,), under the reward in force at the episode end."""
+    success_flags: np.ndarray
+    """bool (T,), the per-step task condition (info['success']; False if absent)."""
+    success: bool
+    block_rest_z: float
+    seed: int
+    episode_index: int
+    env_step: int
+    reward_version: int = 0
+    evaluation: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Not part of EpisodeRecord: e.g. the episode return, wall time."""
+
+    def record_fields(self) -> dict[str, Any]:
+        """Keyword arguments for ``EpisodeRecord(**...)``."""
+        return {k: getattr(self, k) for k in (
+            'task', 'features', 'actions', 'rewards', 'success_flags', 'success',
+            'block_rest_z', 'seed', 'episode_index', 'env_step', 'reward_version', 'evaluation')}
+
+
+@dataclass
+class Callbacks:
+    """Optional hooks; each gets plain data and must not block for long."""
+
+    on_episode_end: Callable[[EpisodeData], None] | None = None
+    on_eval: Callable[[dict[str, float]], None] | None = None
+    on_update: Callable[[int, dict[str, float]], None] | None = None
+    """(env_step, metrics) every ``metrics_every_updates`` updates."""
+    should_stop: Callable[[], bool] | None = None
+    """Polled after every env step; True ends training at once (no checkpoint)."""
+
+
+class Trainer:
+    """Owns agent + replay and runs episodes on ``env``.
+
+    Args:
+        env: gymnasium-style env (see module docstring).
+        cfg: DrQV2Config.
+        reward_fn: packed features (K, FEATURE_DIM) -> (K,) rewards.
+        task: task name stored in EpisodeData.
+        callbacks: optional hooks.
+        reward_version: stored in EpisodeData; bump it with ``set_reward_fn``.
+    """
+
+    def __init__(self, env: Any, cfg: DrQV2Config, reward_fn: RewardFn, task: str = '',
+                 callbacks: Callbacks | None = None, reward_version: int = 0) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.task = task
+        self.callbacks = callbacks or Callbacks()
+        seed_everything(cfg.trainer.seed)
+        obs_space, act_space = env.observation_space, env.action_space
+        frame_shape = tuple(obs_space.shape)
+        if len(act_space.shape) != 1:
+            raise ValueError(f'action space shape {act_space.shape} must be (A,)')
+        if not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
+            raise ValueError('the action space must be Box(-1, 1): rescale in the env/driver')
+        self.action_dim = int(act_space.shape[0])
+        self.replay = ReplayBuffer(
+            frame_shape, self.action_dim, cfg.replay.capacity, cfg.agent.nstep,
+            cfg.agent.discount, cfg.agent.batch_size, frame_stack=cfg.replay.frame_stack,
+            obs_dtype=obs_space.dtype, reward_fn=reward_fn, seed=cfg.trainer.seed)
+        self.agent = DrQV2Agent(self.replay.obs_shape, self.action_dim, cfg.agent)
+        self.reward_fn = reward_fn
+        self.reward_version = reward_version
+        self.env_step = 0
+        self.episode_index = 0
+        self.update_count = 0
+        self.eval_round = 0
+        self.next_eval = cfg.trainer.eval_every_steps or math.inf
+        self.next_checkpoint = cfg.trainer.checkpoint_every_steps or math.inf
+        self.last_metrics: dict[str, float] = {}
+        self.eval_history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ reward
+    def set_reward_fn(self, reward_fn: RewardFn, version: int | None = None) -> None:
+        """New reward (e.g. new theta): the replay is re-scored from the next update on."""
+        self.reward_fn = reward_fn
+        self.replay.set_reward_fn(reward_fn)
+        self.reward_version = self.reward_version + 1 if version is None else int(version)
+
+    # ------------------------------------------------------------------ episodes
+    def _episode_seed(self, evaluation: bool, j: int = 0) -> int:
+        base = self.cfg.trainer.seed * 1_000_003
+        if evaluation:
+            return 10**9 + base + self.eval_round * 1000 + j
+        return base + self.episode_index
+
+    def run_episode(self, evaluation: bool = False, eval_index: int = 0) -> EpisodeData:
+        """Play one episode; training episodes are stored and interleaved with updates."""
+        seed = self._episode_seed(evaluation, eval_index)
+        obs, info = self.env.reset(seed=seed)
+        frames: deque[np.ndarray] = deque([obs], maxlen=self.replay.frame_stack)
+        if not evaluation:
+            self.replay.add_first(obs)
+        feats, actions, flags = [], [], []
+        start = time.perf_counter()
+        stop = self.callbacks.should_stop
+        while True:
+            step_for_policy = self.env_step
+            action = self.agent.act(self.replay.stacked_obs(list(frames)), step_for_policy,
+                                    eval_mode=evaluation)
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if 'features' not in info:
+                raise KeyError("env info lacks 'features' (packed reward-input features of the "
+                               'step, FEATURE_DIM floats): the trainer computes rewards from them')
+            frames.append(obs)
+            feats.append(np.asarray(info['features'], dtype=np.float32))
+            actions.append(action)
+            flags.append(bool(info.get('success', False)))
+            if not evaluation:
+                self.replay.add(action, feats[-1], obs, terminated, truncated)
+                self.env_step += 1
+                self._maybe_update()
+            if terminated or truncated or (stop is not None and stop()):
+                break
+        features = np.stack(feats)
+        rewards = np.asarray(self.reward_fn(features), dtype=np.float32)
+        data = EpisodeData(
+            task=self.task, features=features, actions=np.stack(actions).astype(np.float32),
+            rewards=rewards, success_flags=np.asarray(flags, dtype=bool),
+            success=self._success(info, features),
+            block_rest_z=float(info.get('block_rest_z', math.nan)), seed=seed,
+            episode_index=self.episode_index, env_step=self.env_step,
+            reward_version=self.reward_version, evaluation=evaluation,
+            extra={'return': float(rewards.sum()), 'wall_s': time.perf_counter() - start,
+                   'terminated': bool(terminated)})
+        if not evaluation:
+            self.episode_index += 1
+        if self.callbacks.on_episode_end is not None:
+            self.callbacks.on_episode_end(data)
+        return data
+
+    def _success(self, info: dict[str, Any], features: np.ndarray) -> bool:
+        if 'is_success' in info:
+            return bool(info['is_success'])
+        if self.task in TASKS:
+            return bool(episode_success(self.task, unpack(features)))
+        return False
+
+    def _maybe_update(self) -> None:
+        a = self.cfg.agent
+        if self.env_step < a.num_expl_steps or self.env_step % a.update_every_steps:
+            return
+        if len(self.replay) < a.batch_size:
+            return
+        want = (self.update_count % self.cfg.trainer.metrics_every_updates) == 0
+        metrics = self.agent.update(self.replay.sample(), self.env_step, with_metrics=want)
+        self.update_count += 1
+        if want:
+            self.last_metrics = metrics
+            if self.callbacks.on_update is not None:
+                self.callbacks.on_update(self.env_step, metrics)
+
+    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        """Deterministic-policy episodes; returns success rate, mean return, env step."""
+        n = self.cfg.trainer.eval_episodes if episodes is None else episodes
+        results = [self.run_episode(evaluation=True, eval_index=j) for j in range(n)]
+        self.eval_round += 1
+        out = {'env_step': float(self.env_step),
+               'success_rate': float(np.mean([r.success for r in results])) if n else math.nan,
+               'mean_return': float(np.mean([r.extra['return'] for r in results]))
+               if n else math.nan,
+               'episodes': float(n)}
+        self.eval_history.append(out)
+        if self.callbacks.on_eval is not None:
+            self.callbacks.on_eval(out)
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, total_env_steps: int | None = None) -> list[dict[str, float]]:
+        """Run training episodes until ``total_env_steps`` (whole episodes); returns evals."""
+        target = self.cfg.trainer.total_env_steps if total_env_steps is None else total_env_steps
+        bar = None
+        if self.cfg.trainer.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=target, initial=min(self.env_step, target), unit='step',
+                       desc=f'drqv2 {self.task}'.strip(), dynamic_ncols=True)
+        stop = self.callbacks.should_stop
+        try:
+            while self.env_step < target:
+                before = self.env_step
+                ep = self.run_episode()
+                if bar is not None:
+                    bar.update(min(self.env_step, target) - min(before, target))
+                    bar.set_postfix(ret=f'{ep.extra["return"]:.1f}', ok=int(ep.success))
+                if stop is not None and stop():
+                    break
+                if self.env_step >= self.next_eval:
+                    res = self.evaluate()
+                    self.next_eval += self.cfg.trainer.eval_every_steps
+                    if bar is not None:
+                        bar.write(f'eval @ {self.env_step}: success {res["success_rate"]:.2f} '
+                                  f'return {res["mean_return"]:.1f}')
+                if self.env_step >= self.next_checkpoint and self.cfg.trainer.run_dir:
+                    self.save(Path(self.cfg.trainer.run_dir) / CHECKPOINT_NAME)
+                    self.next_checkpoint += self.cfg.trainer.checkpoint_every_steps
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.eval_history
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {'agent': self.agent.state_dict(), 'replay': self.replay.state_dict(),
+                'counters': {'env_step': self.env_step, 'episode_index': self.episode_index,
+                             'update_count': self.update_count, 'eval_round': self.eval_round,
+                             'next_eval': self.next_eval,
+                             'next_checkpoint': self.next_checkpoint,
+                             'reward_version': self.reward_version},
+                'eval_history': list(self.eval_history), 'config': self.cfg.to_dict()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Atomic checkpoint (call between episodes)."""
+        return save_checkpoint(path, self.state_dict())
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Resume from ``save``'s file: same agent, optimisers, replay, counters and RNGs."""
+        state = load_checkpoint(path, map_location=self.agent.device)
+        self.agent.load_state_dict(state['agent'])
+        self.replay.load_state_dict(state['replay'])
+        c = state['counters']
+        self.env_step = int(c['env_step'])
+        self.episode_index = int(c['episode_index'])
+        self.update_count = int(c['update_count'])
+        self.eval_round = int(c['eval_round'])
+        self.next_eval = c['next_eval']
+        self.next_checkpoint = c['next_checkpoint']
+        self.reward_version = int(c['reward_version'])
+        self.eval_history = list(state['eval_history'])
+
