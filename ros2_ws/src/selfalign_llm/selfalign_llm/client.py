@@ -30,7 +30,7 @@ from selfalign_llm.parse import (
     ParseError,
     ranks_from_groups,
 )
-from selfalign_llm.transcript import Transcript
+from selfalign_llm.transcript import scrub, Transcript
 from selfalign_reward.template import RewardTemplate, TemplateError
 
 T = TypeVar('T')
@@ -56,7 +56,7 @@ class LLMError(RuntimeError):
     """A role call that produced no usable answer within its bounds; ``str()`` says why."""
 
     def __init__(self, role: str, message: str) -> None:
-        super().__init__(f'{role}: {message}')
+        super().__init__(scrub(f'{role}: {message}'))  # errors get logged: never the key
         self.role = role
 
 
@@ -129,7 +129,7 @@ class LLMClient:
                     call=call, role=request.role, messages=request.messages, reply=None,
                     outcome=exc.outcome, attempt=attempt + t, backend=self.backend.name,
                     model=self.backend.model, latency_s=latency, error=str(exc),
-                    retryable=exc.retryable)
+                    retryable=exc.retryable, images=request.images)
                 if not exc.retryable or t == retries:
                     raise LLMError(request.role, f'no reply after {t + 1} tries: '
                                    f'{exc.outcome}: {exc}') from None
@@ -156,7 +156,8 @@ class LLMClient:
             common = dict(call=call, role=req.role, messages=messages, reply=c.text,
                           attempt=attempt - 1, backend=self.backend.name, model=c.model,
                           latency_s=latency, prompt_tokens=c.prompt_tokens,
-                          completion_tokens=c.completion_tokens, finish_reason=c.finish_reason)
+                          completion_tokens=c.completion_tokens, finish_reason=c.finish_reason,
+                          images=req.images)
             try:
                 parsed = parse(c.text)
             except ParseError as exc:
@@ -217,14 +218,17 @@ class LLMClient:
                       frames: Sequence[np.ndarray] | None = None) -> Ranking:
         """Rank ``episodes`` (EpisodeRecords or feature dicts (T, ...)), best first, ties allowed.
 
-        ``frames``: optional key frames, uint8 (H, W, 3), sent to vision backends.
+        ``frames``: optional key frames, uint8 (H, W, 3), sent only to backends with ``vision``
+        on (recorded in the transcript as shape + sha256).
         """
         if len(episodes) < 2:
             raise ValueError(f'rank needs at least 2 episodes, got {len(episodes)}')
         descriptions = [describe_episode(e, task) for e in episodes]
         ctx = {'task': task, 'features': [episode_features(e) for e in episodes]}
+        images = [np.ascontiguousarray(f) for f in frames or []] \
+            if getattr(self.backend, 'vision', False) else []
         req = Request('rank', prompts.rank_messages(task, descriptions, task_description), ctx,
-                      list(frames or []))
+                      images)
         k = len(episodes)
         groups, _ = self._ask(req, lambda r: parse_ranking(r, k))
         return Ranking(ranks_from_groups(groups, k), groups, descriptions, self.model)

@@ -79,8 +79,12 @@ class Transcript:
     def record(self, *, call: int, role: str, messages: list[dict[str, Any]], reply: str | None,
                outcome: str, attempt: int, backend: str, model: str, latency_s: float,
                prompt_tokens: int = 0, completion_tokens: int = 0, error: str = '',
-               finish_reason: str = '', retryable: bool = True) -> dict[str, Any]:
-        """Append one call record (written and flushed at once) and return it."""
+               finish_reason: str = '', retryable: bool = True,
+               images: list[Any] | None = None) -> dict[str, Any]:
+        """Append one call record (written and flushed at once) and return it.
+
+        ``images``: key frames sent with the call (uint8 arrays); recorded as shape + sha256.
+        """
         now = time.time()
         entry = scrub({
             'time': datetime.fromtimestamp(now, UTC).isoformat(timespec='milliseconds'),
@@ -90,6 +94,9 @@ class Transcript:
             'completion_tokens': int(completion_tokens), 'finish_reason': finish_reason,
             'error': error, 'retryable': bool(retryable),
             'messages': _strip_images(messages), 'reply': reply,
+            'images': [{'shape': list(getattr(im, 'shape', ())),
+                        'sha256': hashlib.sha256(bytes(memoryview(im))).hexdigest()[:16]}
+                       for im in (images or [])],
         })
         with self._lock:
             entry['index'] = len(self._records)

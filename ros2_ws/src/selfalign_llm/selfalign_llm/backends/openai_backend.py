@@ -101,6 +101,7 @@ class OpenAIBackend:
 
         self.config = config
         self.model = config.model
+        self.vision = config.vision
         self._openai = openai
         kwargs: dict[str, Any] = {'api_key': resolve_api_key(config.base_url),
                                   'timeout': float(config.timeout_s),
@@ -113,7 +114,7 @@ class OpenAIBackend:
         """One chat completion; BackendError (outcome + retryable) on any failure."""
         oa = self._openai
         messages = request.messages
-        if self.config.vision and request.images:
+        if self.vision and request.images:
             messages = with_images(messages, request.images)
         kwargs: dict[str, Any] = {'model': self.config.model, 'messages': messages,
                                   'temperature': float(self.config.temperature)}
