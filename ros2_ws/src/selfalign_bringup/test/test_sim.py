@@ -163,6 +163,20 @@ def test_render_shape_and_camera_info_projects_the_block(world):
     assert world.render_rgb(32).shape == (32, 32, 3)
 
 
+def test_fast_table_render_gives_the_same_image(world):
+    slow = PandaWorld(SimConfig(fast_table_render=False))
+    try:
+        for w in (world, slow):
+            w.reset(6)
+            for _ in range(6):
+                w.step(np.array([0.1, 0.1, -0.3]), OPEN)
+        fast_img, slow_img = world.render_rgb(84), slow.render_rgb(84)
+    finally:
+        slow.close()
+    diff = np.abs(fast_img.astype(int) - slow_img.astype(int)).max(axis=-1)
+    assert (diff > 3).mean() < 0.002, f'{(diff > 3).sum()} pixels differ'
+
+
 def test_step_before_reset_and_bad_command_raise():
     w = PandaWorld()
     try:

@@ -78,6 +78,9 @@ class SimConfig:
     """Point the camera looks at, base frame."""
     camera_fov_deg: float = 55.0
     """Vertical field of view of the camera."""
+    fast_table_render: bool = True
+    """Skip the table in the rasteriser and paint its (flat-shaded) top into the background
+    pixels: the same image, ~2 ms less per 84x84 frame. False renders the table normally."""
 
     def __post_init__(self) -> None:
         _check(self)
