@@ -1,0 +1,92 @@
+"""Training loop on the real PyBullet env: episodes, callbacks, exact resume from a checkpoint."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import selfalign_bringup.sim  # noqa: F401  (registers SelfAlign/* envs; tests may import up)
+from selfalign_policy.checkpoint import load_checkpoint
+from selfalign_policy.config import DrQV2Config
+from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, Trainer
+from selfalign_reward import features, tasks
+from selfalign_reward.features import FEATURE_DIM
+
+CFG = {'agent': {'batch_size': 8, 'hidden_dim': 32, 'feature_dim': 16, 'num_expl_steps': 60},
+       'replay': {'capacity': 2000},
+       'trainer': {'seed': 3, 'eval_every_steps': 0, 'progress': False}}
+
+
+def oracle(x: np.ndarray) -> np.ndarray:
+    return tasks.oracle_reward('touch', features.unpack(x))
+
+
+def _params(tr: Trainer) -> list[torch.Tensor]:
+    mods = (tr.agent.actor, tr.agent.critic, tr.agent.critic_target)
+    return [p.detach().clone() for m in mods for p in m.parameters()]
+
+
+@pytest.fixture
+def env():
+    e = gym.make('SelfAlign/Touch-v0')
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def test_resume_from_checkpoint_continues_the_same_run(env, tmp_path):
+    cfg = DrQV2Config.from_dict(CFG)
+    a = Trainer(env, cfg, oracle, task='touch')
+    a.train(200)
+    path = a.save(tmp_path / CHECKPOINT_NAME)
+    assert not (tmp_path / (CHECKPOINT_NAME + '.tmp')).exists()  # written atomically
+    a.train(400)
+    env_b = gym.make('SelfAlign/Touch-v0')
+    try:
+        b = Trainer(env_b, cfg, oracle, task='touch')
+        b.load(path)
+        assert b.env_step == 200
+        b.train(400)
+    finally:
+        env_b.close()
+    assert a.update_count == b.update_count > 50
+    assert a.last_metrics == b.last_metrics
+    for pa, pb in zip(_params(a), _params(b)):
+        assert torch.equal(pa, pb)
+    state = load_checkpoint(path, restore_rng=False)
+    assert state['counters']['env_step'] == 200 and 'numpy' in state['rng_states']
+
+
+def test_episodes_callbacks_and_evaluation(env):
+    got, evals, updates = [], [], []
+    cfg = DrQV2Config.from_dict({**CFG, 'trainer': {**CFG['trainer'], 'eval_every_steps': 100,
+                                                   'eval_episodes': 1}})
+    tr = Trainer(env, cfg, oracle, task='touch',
+                 callbacks=Callbacks(on_episode_end=got.append, on_eval=evals.append,
+                                     on_update=lambda s, m: updates.append(s)))
+    tr.train(100)
+    train_eps = [e for e in got if not e.evaluation]
+    assert len(train_eps) == 1 and len(evals) == 1 and len([e for e in got if e.evaluation]) == 1
+    ep = train_eps[0]
+    assert ep.features.shape == (100, FEATURE_DIM) and ep.actions.shape == (100, 4)
+    assert np.allclose(ep.rewards, oracle(ep.features))
+    assert ep.success_flags.dtype == bool and ep.env_step == 100 and ep.task == 'touch'
+    assert np.isfinite(ep.block_rest_z)
+    assert set(ep.record_fields()) >= {'features', 'rewards', 'reward_version', 'evaluation'}
+    assert updates and updates[0] == 60 and all(s % 2 == 0 for s in updates)
+    assert evals[0]['env_step'] == 100 and 0.0 <= evals[0]['success_rate'] <= 1.0
+    tr.set_reward_fn(lambda x: np.zeros(len(x)))
+    assert tr.reward_version == 1 and tr.replay.sample().reward.max() == 0.0
+
+
+def test_pixel_env_trains_with_stacked_frames():
+    env = gym.make('SelfAlign/TouchPixels-v0')
+    try:
+        cfg = DrQV2Config.from_dict({**CFG, 'agent': {**CFG['agent'], 'num_expl_steps': 96}})
+        tr = Trainer(env, cfg, oracle, task='touch')
+        assert tr.replay.obs_shape == (9, 84, 84) and tr.agent.repr_dim == 32 * 35 * 35
+        tr.train(100)
+        assert tr.update_count == 3 and np.isfinite(tr.last_metrics['critic_loss'])
+    finally:
+        env.close()
