@@ -4,7 +4,6 @@ hangs, the usage topic, and no key in the transcript or the node's output."""
 
 import json
 import os
-import time
 
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -82,15 +81,13 @@ def test_openai_backend_over_ros(tmp_path, touch_episodes):
             assert not resp.success and 'touch' in resp.message
 
             # responsiveness: a propose answers while a rank call hangs in the server
-            server.push({'hang_s': 2.5, 'reply': RANK_OK}, {'reply': proposal_reply('push')})
+            server.push({'hang_s': 4.0, 'reply': RANK_OK}, {'reply': proposal_reply('push')})
             client = probe.node.create_client(RankTrajectories, '/selfalign/rank_trajectories')
             slow = client.call_async(rank_request(touch_episodes))
             probe.wait_until(lambda: server.pending == 1, 10, 'the slow call to reach the server')
-            t0 = time.monotonic()
             fast = probe.call(ProposeReward, '/selfalign/propose_reward',
                               ProposeReward.Request(task='push'))
-            assert fast.success and time.monotonic() - t0 < 2.0
-            assert not slow.done()
+            assert fast.success and not slow.done()  # answered while the rank call waits
             probe.wait_until(slow.done, 10, 'the slow rank call')
             assert slow.result().success
 
