@@ -49,6 +49,9 @@ from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 import rclpy
+from rclpy.clock import Clock as RosClock
+from rclpy.clock import ClockType
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -77,6 +80,7 @@ def _rel(name: str) -> str:
 
 
 GOAL_POSE = 'selfalign/goal_pose'
+_NO_EVENTS = PublisherEventCallbacks(use_default_callbacks=False)
 _RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 _LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -101,11 +105,14 @@ class PyBulletBridge(Node):
         self._camera_info = (self._world.camera_info(self.cfg.image_size_px)
                              if self.cfg.publish_camera else None)
 
-        self._pub_joints = self.create_publisher(JointState, _rel(C.JOINT_STATES), _RELIABLE)
-        self._pub_ee = self.create_publisher(PoseStamped, _rel(C.EE_POSE), _RELIABLE)
-        self._pub_wrench = self.create_publisher(WrenchStamped, _rel(C.EE_WRENCH), _RELIABLE)
-        self._pub_object = self.create_publisher(PoseStamped, _rel(C.OBJECT_POSE), _RELIABLE)
-        self._pub_clock = self.create_publisher(Clock, _rel(C.CLOCK), _RELIABLE)
+        # State publishers skip rclpy's default QoS-event handlers: one waitable less each in
+        # every executor wait (lockstep speed); a mismatched subscriber still warns on its side.
+        state = (_RELIABLE, _NO_EVENTS)
+        self._pub_joints = self._state_pub(JointState, C.JOINT_STATES, *state)
+        self._pub_ee = self._state_pub(PoseStamped, C.EE_POSE, *state)
+        self._pub_wrench = self._state_pub(WrenchStamped, C.EE_WRENCH, *state)
+        self._pub_object = self._state_pub(PoseStamped, C.OBJECT_POSE, *state)
+        self._pub_clock = self._state_pub(Clock, C.CLOCK, *state)
         self._pub_goal = self.create_publisher(PoseStamped, GOAL_POSE, _LATCHED)
         if self.cfg.publish_camera:
             self._pub_image = self.create_publisher(Image, _rel(C.CAMERA_IMAGE), _RELIABLE)
@@ -117,11 +124,18 @@ class PyBulletBridge(Node):
         self.create_subscription(TwistStamped, _rel(C.TWIST_CMD), self._on_twist, _RELIABLE)
         self.create_service(ResetEpisode, _rel(C.RESET_EPISODE), self._on_reset)
         if not self._core.lockstep:
-            self.create_timer(self.cfg.control_period_s, self._on_tick)
+            # Wall (steady) clock: with use_sim_time the node clock would follow our own /clock,
+            # which only advances when this timer fires.
+            self.create_timer(self.cfg.control_period_s, self._on_tick,
+                              clock=RosClock(clock_type=ClockType.STEADY_TIME))
         self._had_twist = False
 
         self._publish(self._core.reset(self.cfg.seed), goal=True)
         self.get_logger().info(f'pybullet_bridge ready: {self.cfg}')
+
+    def _state_pub(self, msg_type: type, contract_name: str, qos: QoSProfile,
+                   events: PublisherEventCallbacks):
+        return self.create_publisher(msg_type, _rel(contract_name), qos, event_callbacks=events)
 
     # ------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> BridgeConfig:
@@ -223,8 +237,9 @@ class PyBulletBridge(Node):
         force, torque = fingertip_wrench(raw)
         wrench = M.wrench_msg(force, torque, stamp)
         obj = M.pose_msg(raw['block_pos'], raw['block_quat'], stamp)
-        goal_msg = M.pose_msg(raw['goal_pos'], np.array([0.0, 0.0, 0.0, 1.0]), stamp)
+        goal_msg = None
         if goal:
+            goal_msg = M.pose_msg(raw['goal_pos'], np.array([0.0, 0.0, 0.0, 1.0]), stamp)
             self._pub_goal.publish(goal_msg)
         if self._camera_info is not None:
             info = self._camera_info

@@ -152,7 +152,9 @@ def resolve(args: Args, directory: Path | None = None) -> dict[str, dict[str, An
     if args.base_url:
         llm['base_url'] = args.base_url
     if args.replay_transcript:
-        llm['replay_transcript'] = args.replay_transcript
+        llm['replay_path'] = args.replay_transcript
+    if args.run_dir:
+        llm['transcript_path'] = str(Path(args.run_dir) / 'transcript.jsonl')
     config.setdefault('policy_node', {})['obs'] = args.obs
     config.setdefault('pybullet_bridge', {})['publish_camera'] = args.obs == 'pixels'
     return config

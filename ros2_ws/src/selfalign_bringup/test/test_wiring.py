@@ -16,6 +16,7 @@ def test_shipped_configs_resolve_for_every_task_and_backend():
             assert config['/**']['task'] == task and config['/**']['seed'] == 7
             assert config['llm_node']['backend'] == llm
             assert config['/**']['run_dir'] == '/tmp/r'
+            assert config['llm_node']['transcript_path'] == '/tmp/r/transcript.jsonl'
 
 
 def test_launch_arguments_override_files_and_reach_nodes():
