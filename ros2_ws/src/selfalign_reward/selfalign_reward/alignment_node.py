@@ -1,0 +1,312 @@
+"""alignment_node: the outer loop — LLM rankings -> Metropolis–Hastings -> new reward parameters θ.
+
+Collects finished episodes; every ``reward_update_every_steps`` environment steps (the episodes'
+``env_step`` is the clock) it picks ``num_ranked`` diverse recent episodes, asks the LLM to rank
+them (RankTrajectories), runs Metropolis–Hastings on θ (``selfalign_reward.alignment``), sets the
+MAP θ on reward_node (SetRewardParams) and publishes an AlignmentReport. When the reward already
+agrees with the LLM (Kendall τ ≥ ``agreement_threshold``) but success stays at or below
+``success_threshold``, it first asks for a failure analysis (AnalyzeFailure) and starts MH from
+the proposal when it lies inside the ranges. The update runs on a worker thread; LLM failures or
+timeouts skip the update with a warning (status 'skipped: ...'). Decision logic lives in
+``selfalign_reward.outer_loop``.
+
+Parameters:
+  task (str): task name (for the LLM requests).
+  reward_update_every_steps (int): environment steps between updates.
+  num_ranked (int): K, episodes ranked per update.
+  mh_samples (int), mh_burn_in (int): Metropolis–Hastings samples kept / burn-in iterations.
+  beta (float): Boltzmann rationality of the ranking likelihood.
+  prior_width (float): prior std as a fraction of each parameter's transformed range.
+  agreement_threshold (float), success_threshold (float): failure-analysis trigger.
+  success_window (int): recent episodes the success rate is computed over.
+  buffer_size (int): recent episodes kept.
+  llm_timeout_s (float): timeout of each LLM service call, s.
+  seed (int): seed of the MH random generator.
+Subscribes:
+  /selfalign/episode (selfalign_interfaces/Episode).
+  /selfalign/reward_spec (selfalign_interfaces/RewardSpec, transient local).
+Publishes:
+  /selfalign/alignment_report (selfalign_interfaces/AlignmentReport).
+Clients:
+  /selfalign/rank_trajectories, /selfalign/analyze_failure, /selfalign/set_reward_params.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
+from selfalign_interfaces.srv import AnalyzeFailure, RankTrajectories, SetRewardParams
+from selfalign_reward.alignment import metropolis_hastings, rank_agreement
+from selfalign_reward.episode import EpisodeRecord, stack_features
+from selfalign_reward.evaluate import RewardFunction
+from selfalign_reward.msgs import episode_from_msg, episode_to_msg, spec_from_msg
+from selfalign_reward.outer_loop import check_proposal, OuterLoop, OuterLoopConfig, select_diverse
+from selfalign_reward.tasks import get_task
+from selfalign_reward.template import RewardTemplate, TemplateError, validate_template
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _int_param(node: Node, name: str, default: int, desc: str, lo: int, hi: int) -> int:
+    return int(node.declare_parameter(name, default, ParameterDescriptor(
+        description=desc, integer_range=[IntegerRange(from_value=lo, to_value=hi, step=1)])).value)
+
+
+def _float_param(node: Node, name: str, default: float, desc: str, lo: float, hi: float) -> float:
+    return float(node.declare_parameter(name, default, ParameterDescriptor(
+        description=desc,
+        floating_point_range=[FloatingPointRange(from_value=lo, to_value=hi)])).value)
+
+
+class AlignmentNode(Node):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__('alignment_node')
+        self.task = self.declare_parameter('task', 'push', ParameterDescriptor(
+            description="task name: 'touch' | 'grasp_lift' | 'push'", read_only=True)).value
+        get_task(self.task)
+        cfg = OuterLoopConfig(
+            reward_update_every_steps=_int_param(
+                self, 'reward_update_every_steps', 10_000,
+                'environment steps between reward updates', 1, 10**9),
+            num_ranked=_int_param(self, 'num_ranked', 8, 'episodes the LLM ranks per update',
+                                  2, 64),
+            buffer_size=_int_param(self, 'buffer_size', 200, 'recent episodes kept', 8, 10_000),
+            success_window=_int_param(self, 'success_window', 20,
+                                      'recent episodes for the success rate', 1, 1000),
+            agreement_threshold=_float_param(
+                self, 'agreement_threshold', 0.7,
+                'Kendall tau at/above which the reward agrees with the LLM', -1.0, 1.0),
+            success_threshold=_float_param(
+                self, 'success_threshold', 0.2,
+                'success rate at/below which an agreeing reward triggers failure analysis',
+                0.0, 1.0))
+        cfg = OuterLoopConfig(**{**cfg.__dict__,
+                                 'candidate_window': max(cfg.candidate_window, cfg.num_ranked)})
+        self.mh_samples = _int_param(self, 'mh_samples', 10_000, 'MH samples kept after burn-in',
+                                     1, 10**7)
+        self.mh_burn_in = _int_param(self, 'mh_burn_in', 2_000, 'MH burn-in iterations',
+                                     0, 10**7)
+        self.beta = _float_param(self, 'beta', 0.9, 'Boltzmann rationality of the rankings',
+                                 0.01, 100.0)
+        self.prior_width = _float_param(
+            self, 'prior_width', 0.5,
+            "prior std as a fraction of each parameter's transformed range", 0.01, 10.0)
+        self.llm_timeout_s = _float_param(self, 'llm_timeout_s', 120.0,
+                                          'timeout of each LLM service call, s', 0.1, 3600.0)
+        seed = _int_param(self, 'seed', 0, 'seed of the MH random generator', 0, 2**31 - 1)
+        self.rng = np.random.default_rng(seed)
+        self.loop = OuterLoop(cfg)
+        self._lock = threading.Lock()
+        self._spec: RewardSpec | None = None
+        self._fn_cache: tuple[str, RewardFunction] | None = None
+        self._worker: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._report_index = 0
+
+        subs = MutuallyExclusiveCallbackGroup()
+        clients = ReentrantCallbackGroup()
+        self.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50,
+                                 callback_group=subs)
+        self.create_subscription(RewardSpec, '/selfalign/reward_spec', self._on_spec, LATCHED,
+                                 callback_group=subs)
+        self._report_pub = self.create_publisher(AlignmentReport,
+                                                 '/selfalign/alignment_report', 10)
+        self._rank = self.create_client(RankTrajectories, '/selfalign/rank_trajectories',
+                                        callback_group=clients)
+        self._analyze = self.create_client(AnalyzeFailure, '/selfalign/analyze_failure',
+                                           callback_group=clients)
+        self._set = self.create_client(SetRewardParams, '/selfalign/set_reward_params',
+                                       callback_group=clients)
+        self.get_logger().info(
+            f'alignment_node: task={self.task} every={cfg.reward_update_every_steps} steps, '
+            f'K={cfg.num_ranked}, MH {self.mh_samples}+{self.mh_burn_in} burn-in, '
+            f'beta={self.beta}, seed={seed}')
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_spec(self, msg: RewardSpec) -> None:
+        with self._lock:
+            self._spec = msg
+            self._maybe_start_update()  # episodes may have arrived before the first spec
+
+    def _on_episode(self, msg: Episode) -> None:
+        try:
+            ep = episode_from_msg(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f'dropping episode {msg.episode_index}: {exc}',
+                                      throttle_duration_sec=10.0)
+            return
+        with self._lock:
+            self.loop.add(ep)
+            self._maybe_start_update()
+
+    def _maybe_start_update(self) -> None:
+        """Start the update worker when one is due (call with ``_lock`` held)."""
+        busy = self._worker is not None and self._worker.is_alive()
+        if busy or self._spec is None or not self.loop.update_due():
+            return
+        self.loop.mark_updated()
+        self._worker = threading.Thread(
+            target=self._update, daemon=True,
+            args=(self._spec, self.loop.candidates(), self.loop.success_rate(),
+                  self.loop.env_step))
+        self._worker.start()
+
+    def _reward_fn(self, template: RewardTemplate) -> RewardFunction:
+        """The compiled reward for ``template``, validated once per code hash (TemplateError)."""
+        if self._fn_cache is None or self._fn_cache[0] != template.sha256:
+            # The code arrived over the network: sandbox trial run before it runs here.
+            validate_template(template)
+            self._fn_cache = (template.sha256, RewardFunction(template))
+        return self._fn_cache[1]
+
+    # ------------------------------------------------------------------ the update (worker)
+    def _call(self, client, request, what: str):
+        """Call a service from the worker thread; (reply, '') or (None, why)."""
+        if not client.wait_for_service(timeout_sec=min(self.llm_timeout_s, 10.0)):
+            return None, f'{client.srv_name} not available'
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(self.llm_timeout_s) and not future.done():
+            client.remove_pending_request(future)
+            return None, f'{what} timed out after {self.llm_timeout_s} s'
+        reply = future.result()
+        if reply is None:
+            return None, f'{what} returned no reply'
+        if hasattr(reply, 'success') and not reply.success:
+            return None, f'{what} failed: {reply.message}'
+        return reply, ''
+
+    def _update(self, spec: RewardSpec, candidates: list[EpisodeRecord], success: float,
+                env_step: int) -> None:
+        report = AlignmentReport(env_step=int(env_step), num_episodes=0,
+                                 success_rate=float(success), reward_version=spec.version,
+                                 param_names=list(spec.param_names),
+                                 theta_before=list(spec.param_values))
+        try:
+            self._run_update(spec, candidates, report)
+        except Exception as exc:  # noqa: BLE001 - an update must never kill the node
+            report.status = f'skipped: {type(exc).__name__}: {exc}'
+        if report.status.startswith('skipped'):
+            self.get_logger().warning(f'reward update at env step {env_step} {report.status}')
+            report.theta_after = list(report.theta_before)
+        self._report_index += 1
+        report.update_index = self._report_index
+        report.header.stamp = self.get_clock().now().to_msg()
+        if not self._closing.is_set():
+            self._report_pub.publish(report)
+
+    def _run_update(self, spec: RewardSpec, candidates: list[EpisodeRecord],
+                    report: AlignmentReport) -> None:
+        template, theta, _, _ = spec_from_msg(spec)
+        try:
+            fn = self._reward_fn(template)
+        except TemplateError as exc:
+            report.status = f'skipped: reward spec failed validation: {exc}'
+            return
+        k = self.loop.cfg.num_ranked
+        if len(candidates) > k:
+            returns = fn.episode_returns(stack_features(candidates), theta)
+            episodes = [candidates[i] for i in select_diverse(returns, k)]
+        else:
+            episodes = list(candidates)
+        report.num_episodes = len(episodes)
+        description = get_task(self.task).description
+        ep_msgs = [episode_to_msg(e) for e in episodes]
+        ranked, why = self._call(self._rank, RankTrajectories.Request(
+            task=self.task, task_description=description, episodes=ep_msgs), 'RankTrajectories')
+        if ranked is None:
+            report.status = f'skipped: {why}'
+            return
+        ranks = np.asarray(ranked.ranks, dtype=np.int64)
+        if ranks.shape != (len(episodes),):
+            report.status = (f'skipped: RankTrajectories returned {ranks.size} ranks for '
+                             f'{len(episodes)} episodes')
+            return
+        x = stack_features(episodes)
+        prepared = fn.prepare(x)
+        tau_before = rank_agreement(fn.episode_returns(prepared, theta), ranks)
+        start = dict(theta)
+        report.status = 'updated'
+        if self.loop.needs_failure_analysis(tau_before, report.success_rate):
+            report.failure_analysis = True
+            analysis, why = self._call(self._analyze, AnalyzeFailure.Request(
+                task=self.task, task_description=description, spec=spec, episodes=ep_msgs,
+                success_rate=report.success_rate, rank_agreement=tau_before), 'AnalyzeFailure')
+            if analysis is None:
+                self.get_logger().warning(f'failure analysis unavailable ({why}); MH starts '
+                                          'from the current θ')
+            else:
+                report.analysis = analysis.analysis
+                proposed, why = check_proposal(template, list(analysis.param_names),
+                                               list(analysis.param_values), theta)
+                if proposed is None:
+                    self.get_logger().warning(f'failure-analysis proposal rejected: {why}')
+                else:
+                    start = proposed
+                    report.status = 'failure_analysis'
+        t0 = time.monotonic()
+        result = metropolis_hastings(fn, prepared, ranks, start, num_samples=self.mh_samples,
+                                     burn_in=self.mh_burn_in, beta=self.beta,
+                                     prior_width=self.prior_width, rng=self.rng)
+        new_theta = result.as_dict('map')
+        report.theta_after = [new_theta[n] for n in spec.param_names]
+        report.theta_std = [float(s) for s in result.theta_std]
+        report.kendall_tau_before = float(tau_before)
+        report.kendall_tau_after = float(result.kendall_tau_after)
+        report.acceptance_rate = float(result.acceptance_rate)
+        report.num_samples = int(self.mh_samples)
+        reply, why = self._call(self._set, SetRewardParams.Request(
+            param_names=list(spec.param_names), param_values=report.theta_after,
+            reason=f'self-alignment update {self._report_index + 1}: tau {tau_before:.2f} -> '
+                   f'{result.kendall_tau_after:.2f}'), 'SetRewardParams')
+        if reply is None:
+            report.status = f'skipped: {why}'
+            return
+        report.reward_version = reply.version
+        self.get_logger().info(
+            f'update at env step {report.env_step}: tau {tau_before:.2f} -> '
+            f'{result.kendall_tau_after:.2f}, MH {time.monotonic() - t0:.1f} s, acceptance '
+            f'{result.acceptance_rate:.2f}, theta '
+            + ', '.join(f'{k}={v:.4g}' for k, v in new_theta.items()))
+
+    def close(self) -> None:
+        """Let a running update finish publishing nothing (called before destroy_node)."""
+        self._closing.set()
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout=1.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = AlignmentNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

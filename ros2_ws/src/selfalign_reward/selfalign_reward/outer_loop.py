@@ -1,0 +1,135 @@
+"""Decision logic of the outer (self-alignment) loop, free of ROS: when, which episodes, start.
+
+``alignment_node`` only wires this to topics and services:
+
+* ``OuterLoop.add`` keeps a bounded buffer of recent episodes;
+* ``update_due`` says when ``reward_update_every_steps`` environment steps have passed since the
+  last update (the episodes' ``env_step`` is the clock);
+* ``select`` picks K diverse recent episodes: sorted by return under the current θ, taken at
+  evenly spaced quantiles (best, worst and in between), so the LLM ranks a spread of behaviours;
+* ``success_rate`` over the recent window (evaluation episodes when there are any);
+* ``needs_failure_analysis``: the reward already agrees with the LLM (Kendall τ ≥ threshold) yet
+  success stays low -> ask the LLM what blocks success (METHOD.md);
+* ``check_proposal`` validates the LLM's proposed θ against the template's ranges.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from selfalign_reward.episode import EpisodeRecord, stack_features
+from selfalign_reward.evaluate import RewardFunction, Theta
+from selfalign_reward.template import RewardTemplate
+
+
+@dataclass(frozen=True)
+class OuterLoopConfig:
+    """Outer-loop settings (alignment_node parameters of the same names)."""
+
+    reward_update_every_steps: int = 10_000
+    """environment steps between reward updates"""
+    num_ranked: int = 8
+    """K, episodes the LLM ranks per update"""
+    buffer_size: int = 200
+    """recent episodes kept"""
+    candidate_window: int = 64
+    """the most recent episodes ``select`` chooses from"""
+    success_window: int = 20
+    """recent episodes the success rate is computed over"""
+    agreement_threshold: float = 0.7
+    """Kendall τ (reward vs LLM ranking) at or above which the reward 'agrees'"""
+    success_threshold: float = 0.2
+    """success rate at or below which an agreeing reward triggers failure analysis"""
+
+    def __post_init__(self) -> None:
+        if self.reward_update_every_steps < 1:
+            raise ValueError('reward_update_every_steps must be >= 1')
+        if self.num_ranked < 2:
+            raise ValueError(f'num_ranked must be >= 2 (got {self.num_ranked}); ranking needs '
+                             'at least two episodes')
+        if self.buffer_size < self.num_ranked or self.candidate_window < self.num_ranked:
+            raise ValueError('buffer_size and candidate_window must be >= num_ranked')
+
+
+class OuterLoop:
+    """Buffer of recent episodes plus the update schedule. Not thread-safe: one owner."""
+
+    def __init__(self, cfg: OuterLoopConfig | None = None) -> None:
+        self.cfg = cfg or OuterLoopConfig()
+        self.episodes: deque[EpisodeRecord] = deque(maxlen=self.cfg.buffer_size)
+        self.last_update_step = 0
+        self.env_step = 0
+        self.updates = 0
+
+    def add(self, episode: EpisodeRecord) -> None:
+        """Keep an episode; its env_step advances the clock."""
+        self.episodes.append(episode)
+        self.env_step = max(self.env_step, int(episode.env_step))
+
+    def update_due(self) -> bool:
+        """True when enough steps passed since the last update and K training episodes exist."""
+        enough = sum(not e.evaluation for e in self.episodes) >= self.cfg.num_ranked
+        return enough and self.env_step - self.last_update_step >= \
+            self.cfg.reward_update_every_steps
+
+    def mark_updated(self, env_step: int | None = None) -> None:
+        """Restart the schedule at ``env_step`` (default: now); also after a failed update."""
+        self.last_update_step = self.env_step if env_step is None else int(env_step)
+        self.updates += 1
+
+    def candidates(self) -> list[EpisodeRecord]:
+        """The most recent training (non-evaluation) episodes, at most ``candidate_window``."""
+        train = [e for e in self.episodes if not e.evaluation]
+        return train[-self.cfg.candidate_window:]
+
+    def select(self, fn: RewardFunction, theta: Theta | None) -> list[EpisodeRecord]:
+        """K diverse recent episodes: evenly spaced quantiles of the return under θ."""
+        cands = self.candidates()
+        k = self.cfg.num_ranked
+        if len(cands) <= k:
+            return list(cands)
+        returns = fn.episode_returns(stack_features(cands), theta)
+        return [cands[i] for i in select_diverse(returns, k)]
+
+    def success_rate(self) -> float:
+        """Success over the last ``success_window`` evaluation episodes (training ones if none)."""
+        evals = [e for e in self.episodes if e.evaluation]
+        pool = evals if evals else list(self.episodes)
+        recent = pool[-self.cfg.success_window:]
+        return float(np.mean([e.success for e in recent])) if recent else 0.0
+
+    def needs_failure_analysis(self, tau_before: float, success_rate: float) -> bool:
+        """The reward agrees with the LLM (τ high) but the task still fails (success low)."""
+        return (tau_before >= self.cfg.agreement_threshold
+                and success_rate <= self.cfg.success_threshold)
+
+
+def select_diverse(returns: np.ndarray, k: int) -> list[int]:
+    """Indices of k entries at evenly spaced quantiles of ``returns`` (best first), distinct."""
+    order = np.argsort(-np.asarray(returns, dtype=np.float64), kind='stable')
+    n = len(order)
+    if k >= n:
+        return order.tolist()
+    picks = np.round(np.linspace(0, n - 1, k)).astype(int)
+    return order[np.unique(picks)].tolist()
+
+
+def check_proposal(template: RewardTemplate, names: list[str], values: list[float],
+                   current: dict[str, float]) -> tuple[dict[str, float] | None, str]:
+    """Merge a proposed θ (some or all parameters) into ``current``; (θ, '') or (None, why)."""
+    if len(names) != len(values):
+        return None, f'{len(names)} parameter names but {len(values)} values'
+    theta = dict(current)
+    for name, value in zip(names, values):
+        try:
+            spec = template.spec(name)
+        except KeyError as exc:
+            return None, str(exc.args[0])
+        if not spec.contains(float(value)):
+            return None, (f'proposed {name} = {value} is outside its range '
+                          f'[{spec.lower}, {spec.upper}]')
+        theta[name] = float(value)
+    return theta, ''

@@ -1,0 +1,204 @@
+"""reward_node: owns the reward in force and publishes it latched as a RewardSpec.
+
+At start it obtains the reward template — from llm_node (ProposeReward, with bounded repair
+retries fed with the validation error) when ``use_llm`` is true, otherwise (or when the LLM fails
+or times out, with a warning) from ``template_file`` or the shipped reference template of the
+task — validates it (AST allow-list + sandboxed trial run) and publishes it. Later changes:
+SetRewardParams (θ, from alignment_node) and whole new templates published on
+``/selfalign/reward_proposal``; a proposal that fails validation leaves the last good reward in
+force. Every change bumps ``version`` and re-publishes.
+
+Parameters:
+  task (str): 'touch' | 'grasp_lift' | 'push'.
+  template_file (str): path of a template in the source format; '' = the stored one for task.
+  use_llm (bool): ask /selfalign/propose_reward for the initial template.
+  llm_timeout_s (float): how long to wait for the LLM (service discovery + reply), s.
+  llm_repair_attempts (int): extra ProposeReward calls with the validation error, when invalid.
+Subscribes:
+  /selfalign/reward_proposal (selfalign_interfaces/RewardSpec): candidate new templates.
+Publishes:
+  /selfalign/reward_spec (selfalign_interfaces/RewardSpec, reliable + transient local, depth 1).
+Services:
+  /selfalign/set_reward_params (selfalign_interfaces/SetRewardParams).
+Clients:
+  /selfalign/propose_reward (selfalign_interfaces/ProposeReward).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import threading
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from selfalign_interfaces.msg import RewardSpec
+from selfalign_interfaces.srv import ProposeReward, SetRewardParams
+from selfalign_reward.msgs import spec_to_msg
+from selfalign_reward.store import RewardStore
+from selfalign_reward.tasks import get_task
+from selfalign_reward.template import reference_template_source
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def wait_future(future, timeout_s: float) -> bool:
+    """Block the calling (non-executor) thread until ``future`` is done; False on timeout."""
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    return done.wait(timeout_s) or future.done()
+
+
+class RewardNode(Node):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__('reward_node')
+        self.task = self.declare_parameter('task', 'push', ParameterDescriptor(
+            description="task name: 'touch' | 'grasp_lift' | 'push'", read_only=True)).value
+        self.template_file = self.declare_parameter('template_file', '', ParameterDescriptor(
+            description="reward template source file; '' = the stored template for task",
+            read_only=True)).value
+        self.use_llm = self.declare_parameter('use_llm', False, ParameterDescriptor(
+            description='obtain the initial reward from /selfalign/propose_reward')).value
+        self.llm_timeout_s = self.declare_parameter('llm_timeout_s', 120.0, ParameterDescriptor(
+            description='wait for the LLM (discovery + reply) at most this long, s',
+            floating_point_range=[FloatingPointRange(from_value=0.1, to_value=3600.0)])).value
+        self.llm_repair_attempts = self.declare_parameter(
+            'llm_repair_attempts', 2, ParameterDescriptor(
+                description='extra ProposeReward calls carrying the validation error',
+                integer_range=[IntegerRange(from_value=0, to_value=10, step=1)])).value
+        get_task(self.task)  # ValueError lists the valid tasks
+        self.store = RewardStore()
+        self._pub = self.create_publisher(RewardSpec, '/selfalign/reward_spec', LATCHED)
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(SetRewardParams, '/selfalign/set_reward_params', self._on_set_params,
+                            callback_group=self._service_group)
+        self.create_subscription(RewardSpec, '/selfalign/reward_proposal', self._on_proposal, 10,
+                                 callback_group=self._service_group)
+        self._client = self.create_client(ProposeReward, '/selfalign/propose_reward',
+                                          callback_group=ReentrantCallbackGroup())
+        self.get_logger().info(
+            f'reward_node: task={self.task} use_llm={self.use_llm} '
+            f'template_file={self.template_file!r} llm_timeout_s={self.llm_timeout_s}')
+        # The LLM call blocks, so it runs on a worker; the executor keeps serving meanwhile.
+        self._closing = threading.Event()
+        self._startup = threading.Thread(target=self._obtain_initial, daemon=True)
+        self._startup.start()
+
+    # ------------------------------------------------------------------ start-up
+    def _fallback_source(self) -> tuple[str, str]:
+        if self.template_file:
+            return Path(self.template_file).read_text(encoding='utf-8'), \
+                f'file:{self.template_file}'
+        return reference_template_source(self.task), f'template:{self.task}'
+
+    def _ask_llm(self) -> bool:
+        if not self._client.wait_for_service(timeout_sec=self.llm_timeout_s):
+            self.get_logger().warning(
+                f'/selfalign/propose_reward not available within {self.llm_timeout_s} s; '
+                'using the stored template')
+            return False
+        previous, error = '', ''
+        for attempt in range(1 + self.llm_repair_attempts):
+            if self._closing.is_set():
+                return False
+            req = ProposeReward.Request(task=self.task,
+                                        task_description=get_task(self.task).description,
+                                        previous_code=previous, error=error)
+            future = self._client.call_async(req)
+            if not wait_future(future, self.llm_timeout_s):
+                self._client.remove_pending_request(future)
+                self.get_logger().warning(f'ProposeReward timed out after {self.llm_timeout_s} '
+                                          's; using the stored template')
+                return False
+            reply = future.result()
+            if reply is None or not reply.success:
+                why = 'no reply' if reply is None else reply.message
+                self.get_logger().warning(f'ProposeReward failed ({why}); using the stored '
+                                          'template')
+                return False
+            code = reply.spec.code
+            ok, error = self.store.adopt(code, f'llm:{reply.model or "unknown"}')
+            if ok:
+                return True
+            previous = code
+            self.get_logger().warning(f'LLM reward (attempt {attempt + 1}) failed validation: '
+                                      f'{error}')
+        return False
+
+    def _obtain_initial(self) -> None:
+        try:
+            if not (self.use_llm and self._ask_llm()):
+                code, source = self._fallback_source()
+                ok, error = self.store.adopt(code, source)
+                if not ok:
+                    self.get_logger().error(f'stored template {source} is invalid: {error}')
+                    return
+            self._publish()
+        except Exception as exc:  # noqa: BLE001 - report, never kill the process from a thread
+            self.get_logger().error(f'could not obtain the initial reward: {exc}')
+
+    # ------------------------------------------------------------------ callbacks
+    def _publish(self) -> None:
+        state = self.store.state
+        if state is None:
+            return
+        msg = spec_to_msg(state.template, state.theta, state.version, state.source, self.task)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._pub.publish(msg)
+        theta = ', '.join(f'{k}={v:.4g}' for k, v in state.theta.items())
+        self.get_logger().info(f'reward v{state.version} ({state.source}): {theta}')
+
+    def _on_set_params(self, request: SetRewardParams.Request,
+                       response: SetRewardParams.Response) -> SetRewardParams.Response:
+        ok, message, version = self.store.set_params(list(request.param_names),
+                                                     list(request.param_values))
+        response.success, response.message, response.version = ok, message, version
+        if ok:
+            if request.reason:
+                self.get_logger().info(f'set_reward_params: {request.reason}')
+            self._publish()
+        else:
+            self.get_logger().warning(f'set_reward_params rejected: {message}')
+        return response
+
+    def _on_proposal(self, msg: RewardSpec) -> None:
+        theta = dict(zip(msg.param_names, msg.param_values))
+        ok, error = self.store.adopt(msg.code, msg.source or 'proposal', theta)
+        if ok:
+            self._publish()
+        else:
+            self.get_logger().warning(f'reward proposal rejected, keeping the last good reward: '
+                                      f'{error}')
+
+    def close(self) -> None:
+        """Stop the start-up worker (called before destroy_node by the embedded runner)."""
+        self._closing.set()
+        self._startup.join(timeout=1.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = RewardNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
