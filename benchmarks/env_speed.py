@@ -25,21 +25,26 @@ TASKS = ('touch', 'grasp_lift', 'push')
 
 
 def measure_inprocess(task: str, obs: str, steps: int, seed: int = 0) -> float:
-    """Env steps per second of ``SelfAlignEnv(task, obs)`` under uniform random actions.
-
-    Resets (every ``episode_steps``) are included in the time; env construction is not.
+    """Env steps per (wall-clock) second of ``SelfAlignEnv(task, obs)`` under uniform random
+    actions. Resets (every ``episode_steps``) are included in the time; env construction is not.
     """
+    return measure(task, obs, steps, seed)[0]
+
+
+def measure(task: str, obs: str, steps: int, seed: int = 0) -> tuple[float, float]:
+    """(steps per wall-clock second, steps per CPU-second of this process), as
+    ``measure_inprocess``. The CPU figure is robust to other processes sharing the cores."""
     env = SelfAlignEnv(task, obs=obs)
     try:
         rng = np.random.default_rng(seed)
         env.reset(seed=seed)
         actions = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for k in range(steps):
             _, _, term, trunc, _ = env.step(actions[k])
             if term or trunc:
                 env.reset()
-        return steps / (time.perf_counter() - t0)
+        return steps / (time.perf_counter() - t0), steps / (time.process_time() - c0)
     finally:
         env.close()
 
@@ -76,12 +81,15 @@ def main() -> None:
     args = ap.parse_args()
     print(f'## In-process env speed (random actions, resets included, {args.steps} steps, '
           f'{os.cpu_count()} CPUs)\n')
-    print('| task | obs | steps/s | ms/step |')
-    print('|---|---|---:|---:|')
+    load = os.getloadavg()[0]
+    print(f"Load average at start: {load:.1f}. steps/CPU-s counts only this process's CPU "
+          'time, so it is what one free core would give.\n')
+    print('| task | obs | steps/s (wall) | ms/step (wall) | steps/CPU-s |')
+    print('|---|---|---:|---:|---:|')
     for task in TASKS:
         for obs in ('state', 'pixels'):
-            sps = measure_inprocess(task, obs, args.steps)
-            print(f'| {task} | {obs} | {sps:.0f} | {1000 / sps:.2f} |', flush=True)
+            sps, cps = measure(task, obs, args.steps)
+            print(f'| {task} | {obs} | {sps:.0f} | {1000 / sps:.2f} | {cps:.0f} |', flush=True)
     print(f'\n## Scripted controllers ({args.episodes} episodes each, seeds 0..'
           f'{args.episodes - 1})\n')
     print('| task | success rate | mean final block-goal dist (m) | mean max block lift (m) |')
