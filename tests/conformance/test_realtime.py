@@ -26,7 +26,9 @@ from selfalign_policy import contract_msgs as M
 pytestmark = pytest.mark.ros
 
 DRIVER_MODE = 'realtime'
-DRIVER_PARAMS = {'control_rate_hz': 10.0, 'command_timeout_s': 0.3, 'seed': 1}
+# use_sim_time: the bridge's real-time timer must run on the wall clock, not on its own /clock.
+DRIVER_PARAMS = {'control_rate_hz': 10.0, 'command_timeout_s': 0.3, 'seed': 1,
+                 'use_sim_time': True}
 
 
 def _rate(driver) -> float:

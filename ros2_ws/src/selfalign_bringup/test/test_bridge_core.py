@@ -4,6 +4,10 @@ Also checks the ROS route's observation equals the gym env's: BridgeCore -> cont
 ObservationBuilder gives the same observation as ``SelfAlignEnv`` for the same seed and actions.
 """
 
+import os
+from pathlib import Path
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -178,3 +182,17 @@ def test_ros_route_observation_equals_gym_env():
     finally:
         env.close()
         core.world.close()
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize('arg,name', [('mode:=sometimes', 'mode'),
+                                      ('control_rate_hz:=0.5', 'control_rate_hz'),
+                                      ('ee_workspace_low_m:=[0.9,-0.3,0.015]',
+                                       'ee_workspace_low_m')])
+def test_bridge_process_fails_at_start_naming_the_parameter(arg, name):
+    exe = (Path(__file__).resolve().parents[3] / 'install' / 'selfalign_bringup' / 'lib'
+           / 'selfalign_bringup' / 'pybullet_bridge')
+    proc = subprocess.run([str(exe), '--ros-args', '-p', arg], env=os.environ.copy(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert 'bad parameter' in proc.stderr and name in proc.stderr, proc.stderr
