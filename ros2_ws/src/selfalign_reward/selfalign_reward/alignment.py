@@ -47,10 +47,14 @@ def preference_pairs(ranks: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndar
 def normalise_returns(returns: np.ndarray) -> np.ndarray:
     """z-score returns across the ranked set; all zeros when they are (numerically) equal."""
     r = np.asarray(returns, dtype=np.float64)
-    std = r.std()
-    if not np.isfinite(std) or std <= 1e-12 * max(1.0, float(np.abs(r).max(initial=0.0))):
+    if r.size == 0:
+        return r
+    mean = float(r.sum()) / r.size
+    d = r - mean
+    std = math.sqrt(float(d @ d) / r.size)  # population std; np.std is slow on tiny arrays
+    if not math.isfinite(std) or std <= 1e-12 * (1.0 + abs(mean)):
         return np.zeros_like(r)
-    return (r - r.mean()) / std
+    return d / std
 
 
 def log_likelihood(returns: np.ndarray, win: np.ndarray, lose: np.ndarray,
@@ -81,6 +85,10 @@ class ParamTransform:
         self.is_log = np.array([s.scale == 'log' for s in specs])
         self.u_lower = np.where(self.is_log, np.log(np.maximum(self.lower, _EPS)), -np.inf)
         self.u_upper = np.where(self.is_log, np.log(np.maximum(self.upper, _EPS)), np.inf)
+        self._log_list = self.is_log.tolist()
+        self._lo_list = self.lower.tolist()
+        self._hi_list = self.upper.tolist()
+        self._span_list = (self.upper - self.lower).tolist()
         self.width = np.where(self.is_log, np.log(np.maximum(self.upper, _EPS)
                                                   / np.maximum(self.lower, _EPS)),
                               LINEAR_LOGIT_WIDTH)
@@ -91,12 +99,25 @@ class ParamTransform:
         return np.where(self.is_log, np.log(np.maximum(th, _EPS)), np.log(pos / (1 - pos)))
 
     def to_theta(self, u: np.ndarray) -> np.ndarray:
+        """u (..., P) -> θ (..., P), clipped to the ranges."""
+        u = np.asarray(u, dtype=np.float64)
         lin = self.lower + (self.upper - self.lower) / (1.0 + np.exp(-np.where(self.is_log, 0, u)))
         return np.clip(np.where(self.is_log, np.exp(np.where(self.is_log, u, 0)), lin),
                        self.lower, self.upper)
 
+    def to_theta_list(self, u: np.ndarray) -> list[float]:
+        """One u (P,) -> θ as a list of floats (the fast path of the MH loop)."""
+        out = []
+        for k, v in enumerate(u.tolist()):
+            if self._log_list[k]:
+                x = math.exp(v)
+            else:
+                x = self._lo_list[k] + self._span_list[k] / (1.0 + math.exp(-v))
+            out.append(min(max(x, self._lo_list[k]), self._hi_list[k]))
+        return out
+
     def inside(self, u: np.ndarray) -> bool:
-        return bool(np.all(u >= self.u_lower) and np.all(u <= self.u_upper))
+        return bool((u >= self.u_lower).all() and (u <= self.u_upper).all())
 
 
 @dataclass
@@ -143,7 +164,7 @@ class AlignmentProblem:
                  ranks: np.ndarray | list[int], theta_center: Theta | None = None,
                  beta: float = DEFAULT_BETA, prior_width: float = 0.5) -> None:
         self.fn = fn
-        self.batch = fn.prepare(episodes)
+        self.batch = fn.prepare(episodes, contiguous=True)
         if len(self.batch.lead) != 2:
             raise ValueError(f'episodes must be (K, T, FEATURE_DIM), got leading shape '
                              f'{self.batch.lead}')
@@ -177,7 +198,9 @@ class AlignmentProblem:
         if not math.isfinite(lp):
             return -math.inf, -math.inf
         try:
-            ll = self.log_likelihood(self.transform.to_theta(u))
+            theta = dict(zip(self._names, self.transform.to_theta_list(u)))
+            ll = log_likelihood(self.fn.episode_returns(self.batch, theta), self.win, self.lose,
+                                self.beta)
         except RewardRuntimeError:
             return -math.inf, -math.inf
         return lp + ll, ll

@@ -14,12 +14,14 @@ naming the term and θ; ``nonfinite='zero'`` replaces NaN/±inf by 0 and counts 
 in ``fn.nonfinite_count`` (for replay re-scoring, where one bad row must not stop training).
 Metropolis–Hastings uses 'raise' and rejects such proposals.
 
-For repeated evaluation of the same episodes under many θ (MH), ``prepare(packed)`` unpacks once
-and ``episode_returns`` accepts the prepared batch.
+For repeated evaluation of the same episodes under many θ (MH), ``prepare(packed,
+contiguous=True)`` extracts the features the template reads once, into contiguous arrays, and
+every evaluation method accepts the prepared batch.
 """
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,16 @@ from selfalign_reward.sandbox import compile_reward
 from selfalign_reward.template import parse_template, RewardTemplate
 
 Theta = Mapping[str, float] | np.ndarray | list | tuple
+
+
+def used_features(template: RewardTemplate) -> tuple[str, ...]:
+    """Feature names a parsed template reads as f['name'], in vocabulary order."""
+    names = set()
+    for node in ast.walk(ast.parse(template.code)):
+        if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+                and node.value.id == 'f' and isinstance(node.slice, ast.Constant)):
+            names.add(node.slice.value)
+    return tuple(n for n in F.FEATURE_NAMES if n in names)
 
 
 class RewardRuntimeError(RuntimeError):
@@ -73,6 +85,8 @@ class RewardFunction:
         self.lower = np.array([s.lower for s in template.params])
         self.upper = np.array([s.upper for s in template.params])
         self._fn = compile_reward(template)
+        #: feature names the template reads (the parser allows only constant f['name'] keys)
+        self.used_features: tuple[str, ...] = used_features(template)
 
     def theta_dict(self, theta: Theta | None) -> dict[str, float]:
         """θ as {name: float}; None -> initial values. Raises ValueError naming a bad entry."""
@@ -96,27 +110,38 @@ class RewardFunction:
         d = self.theta_dict(theta)
         return np.array([d[k] for k in self.param_names], dtype=np.float64)
 
-    @staticmethod
-    def prepare(features: np.ndarray | Mapping[str, np.ndarray] | PreparedBatch) -> PreparedBatch:
-        """Packed (..., FEATURE_DIM) or a feature dict with leading axes -> PreparedBatch."""
+    def prepare(self, features: np.ndarray | Mapping[str, np.ndarray] | PreparedBatch,
+                contiguous: bool = False) -> PreparedBatch:
+        """Packed (..., FEATURE_DIM) or a feature dict with leading axes -> PreparedBatch.
+
+        Only the features the template reads (``used_features``) are kept. ``contiguous`` copies
+        each into its own contiguous array: column views of a packed array are strided, which
+        makes elementwise numpy several times slower — worth it when the batch is evaluated
+        many times (Metropolis–Hastings), not for a single call.
+        """
         if isinstance(features, PreparedBatch):
             return features
         if isinstance(features, Mapping):
-            missing = [n for n in F.FEATURE_NAMES if n not in features]
+            missing = [n for n in self.used_features if n not in features]
             if missing:
                 raise ValueError(f'feature dict misses {missing}; use features.compute_features')
-            lead = np.asarray(features[F.FEATURE_NAMES[0]]).shape
-            lead = lead[:len(lead) - len(F.BY_NAME[F.FEATURE_NAMES[0]].shape)]
+            name = self.used_features[0] if self.used_features else F.FEATURE_NAMES[0]
+            shape = np.asarray(features[name]).shape
+            lead = shape[:len(shape) - len(F.BY_NAME[name].shape)]
             flat = {n: np.asarray(features[n]).reshape(-1, *F.BY_NAME[n].shape)
-                    for n in F.FEATURE_NAMES}
-            return PreparedBatch(flat, tuple(lead))
-        packed = np.asarray(features, dtype=np.float32)
-        if packed.ndim < 1 or packed.shape[-1] != F.FEATURE_DIM:
-            raise ValueError(f'packed features have shape {packed.shape}, expected '
-                             f'(..., {F.FEATURE_DIM})')
-        lead = packed.shape[:-1]
-        flat = np.ascontiguousarray(packed.reshape(-1, F.FEATURE_DIM))
-        return PreparedBatch(F.unpack(flat), tuple(lead))
+                    for n in self.used_features}
+        else:
+            packed = np.asarray(features, dtype=np.float32)
+            if packed.ndim < 1 or packed.shape[-1] != F.FEATURE_DIM:
+                raise ValueError(f'packed features have shape {packed.shape}, expected '
+                                 f'(..., {F.FEATURE_DIM})')
+            lead = packed.shape[:-1]
+            flat2d = packed.reshape(-1, F.FEATURE_DIM)
+            flat = {n: flat2d[:, F.LAYOUT[n]].reshape(-1, *F.BY_NAME[n].shape)
+                    for n in self.used_features}
+        if contiguous:
+            flat = {k: np.ascontiguousarray(v) for k, v in flat.items()}
+        return PreparedBatch(flat, tuple(int(d) for d in lead))
 
     def _run(self, batch: PreparedBatch, theta: dict[str, float]
              ) -> tuple[np.ndarray, dict[str, Any]]:
