@@ -202,6 +202,8 @@ def test_step_before_reset_and_bad_command_raise():
     ({'goal_min_distance_m': 0.5}, 'goal_min_distance_m'),
     ({'block_spawn_high_m': [0.6]}, 'block_spawn_high_m'),
     ({'substepz': 10}, 'substepz'),
+    ({'fast_table_render': 'yes'}, 'fast_table_render'),
+    ({'ik_updates_per_step': 50}, 'ik_updates_per_step'),
 ])
 def test_sim_config_rejects_bad_values_naming_the_field(bad, field):
     with pytest.raises(ValueError, match=field):
