@@ -26,6 +26,8 @@ Parameters:
 Subscribes:
     servo_node/delta_twist_cmds (geometry_msgs/TwistStamped): EE linear velocity m/s, base frame.
     gripper_controller/commands (std_msgs/Float64MultiArray): data[0] = finger width m.
+    selfalign/reset_episode (service, selfalign_interfaces/srv/ResetEpisode): seed in, stamped
+        initial state out (also published on the state topics).
 
 Publishes:
     joint_states (sensor_msgs/JointState): 7 arm + 2 finger joints; finger effort = pad force N.
@@ -36,8 +38,6 @@ Publishes:
     clock (rosgraph_msgs/Clock): sim time.
     selfalign/goal_pose (geometry_msgs/PoseStamped, transient local): goal of the episode.
 
-Services:
-    selfalign/reset_episode (selfalign_interfaces/srv/ResetEpisode): seed in, initial state out.
 """
 
 from __future__ import annotations
