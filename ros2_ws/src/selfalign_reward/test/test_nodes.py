@@ -106,7 +106,8 @@ def test_alignment_node_updates_push_weight_through_ranking_service():
             raise AssertionError(aproc.output() + rproc.output()) from None
         report = probe.messages('/selfalign/alignment_report')[0]
         assert report.status == 'updated', report.status
-        assert report.num_episodes == 8 and report.env_step == 1000
+        # The spec may reach alignment_node after some episodes: the update starts then.
+        assert report.num_episodes == 8 and report.env_step >= 1000
         after = dict(zip(report.param_names, report.theta_after))
         assert report.theta_before[0] == 2.0 and after['w_push'] > 5.0
         assert report.kendall_tau_after > report.kendall_tau_before
