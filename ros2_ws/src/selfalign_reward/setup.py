@@ -12,6 +12,8 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
     ],
+    # reference reward templates are data (read as text, validated), not importable modules
+    package_data={'selfalign_reward': ['templates/*.py']},
     include_package_data=True,
     install_requires=['setuptools'],
     zip_safe=True,
