@@ -7,7 +7,7 @@ this process is the client a policy node would be: per step it sends the gripper
 it changed) and the twist, waits until /joint_states, /ee_pose, /ee_wrench and /object_pose of the
 new stamp have all arrived, and builds the state observation with ``ObservationBuilder``.
 Random actions, a reset (ResetEpisode service) every 100 steps, both included in the time.
-In-process: ``benchmarks/env_speed.measure_inprocess`` (the gym env, same actions and resets).
+In-process: ``benchmarks/env_speed.measure`` (the gym env, same actions and resets).
 Both are measured in this one run and printed with their ratio (target: ROS >= 60 %).
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT / 'benchmarks'), str(_ROOT / 'tests')]
 
-from env_speed import measure_inprocess  # noqa: E402
+from env_speed import measure  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -152,8 +152,16 @@ class LockstepClient:
         rclpy.try_shutdown(context=self.context)
 
 
-def measure_ros_lockstep(steps: int, seed: int = 0, executor_kind: str = 'single') -> float:
-    """Env steps/s through the bridge process in lockstep (resets every 100 steps included)."""
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def measure_ros_lockstep(steps: int, seed: int = 0, executor_kind: str = 'single'
+                         ) -> tuple[float, float]:
+    """(env steps per wall-clock second, steps per CPU-second of bridge + client) through the
+    bridge process in lockstep (resets every 100 steps included)."""
     params = {'mode': 'lockstep', 'publish_camera': False}
     with NodeProcess('selfalign_bringup', 'pybullet_bridge', params=params) as proc:
         client = LockstepClient(executor_kind)
@@ -165,6 +173,7 @@ def measure_ros_lockstep(steps: int, seed: int = 0, executor_kind: str = 'single
             for k in range(5):  # warm-up (first messages, allocations)
                 client.step(actions[k])
             client.reset(seed)
+            cpu0 = _process_cpu_s(proc.pid) + time.process_time()
             t0 = time.perf_counter()
             ep = 1
             for k in range(steps):
@@ -172,7 +181,9 @@ def measure_ros_lockstep(steps: int, seed: int = 0, executor_kind: str = 'single
                 if (k + 1) % EPISODE_STEPS == 0:
                     client.reset(seed + ep)
                     ep += 1
-            return steps / (time.perf_counter() - t0)
+            wall = time.perf_counter() - t0
+            cpu = _process_cpu_s(proc.pid) + time.process_time() - cpu0
+            return steps / wall, steps / cpu
         except Exception:
             print(proc.output(), file=sys.stderr)
             raise
@@ -183,32 +194,36 @@ def measure_ros_lockstep(steps: int, seed: int = 0, executor_kind: str = 'single
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--steps', type=int, default=500, help='env steps per measurement')
-    ap.add_argument('--rounds', type=int, default=2,
+    ap.add_argument('--rounds', type=int, default=3,
                     help='interleaved rounds (the CPU is shared: medians over rounds)')
     ap.add_argument('--task', default='touch', help='task scene for the in-process env')
     args = ap.parse_args()
-    routes = {'inproc': [], 'single': [], 'waitset': []}
+    routes: dict[str, list[tuple[float, float]]] = {'inproc': [], 'single': [], 'waitset': []}
     for r in range(args.rounds):
-        routes['inproc'].append(measure_inprocess(args.task, 'state', args.steps, seed=r))
+        routes['inproc'].append(measure(args.task, 'state', args.steps, seed=r))
         routes['single'].append(measure_ros_lockstep(args.steps, r, 'single'))
         routes['waitset'].append(measure_ros_lockstep(args.steps, r, 'waitset'))
-    med = {k: float(np.median(v)) for k, v in routes.items()}
-    base = med['inproc']
+    wall = {k: float(np.median([x[0] for x in v])) for k, v in routes.items()}
+    cpu = {k: float(np.median([x[1] for x in v])) for k, v in routes.items()}
     print(f'## Env steps/s, state observations ({args.task}), {args.steps} steps x '
           f'{args.rounds} interleaved rounds (median), random actions, a reset every '
-          f'{EPISODE_STEPS} steps included; {os.cpu_count()} CPUs shared\n')
-    print('| route | steps/s | ms/step | vs in-process | per round |')
-    print('|---|---:|---:|---:|---|')
-    names = {'inproc': 'in-process gym env (`env_speed.measure_inprocess`)',
+          f'{EPISODE_STEPS} steps included; {os.cpu_count()} CPUs shared, load average '
+          f'{os.getloadavg()[0]:.1f}\n')
+    print('| route | steps/s (wall) | vs in-process | CPU ms/step (all processes) | '
+          'vs in-process (CPU) | wall steps/s per round |')
+    print('|---|---:|---:|---:|---:|---|')
+    names = {'inproc': 'in-process gym env (`env_speed.measure`)',
              'single': 'ROS lockstep, client on SingleThreadedExecutor.spin_once',
              'waitset': 'ROS lockstep, client on one rcl wait set (take all ready)'}
     for key, label in names.items():
-        v = med[key]
-        rounds = ', '.join(f'{x:.0f}' for x in routes[key])
-        print(f'| {label} | {v:.0f} | {1000 / v:.2f} | {v / base:.0%} | {rounds} |')
-    best = max(med['single'], med['waitset'])
-    print(f'\nROS overhead per step (best client): {1000 / best - 1000 / base:.2f} ms; '
-          f'target >= 60 % of in-process: {"met" if best / base >= 0.6 else "NOT met"}')
+        rounds = ', '.join(f'{x[0]:.0f}' for x in routes[key])
+        print(f'| {label} | {wall[key]:.0f} | {wall[key] / wall["inproc"]:.0%} | '
+              f'{1000 / cpu[key]:.2f} | {cpu[key] / cpu["inproc"]:.0%} | {rounds} |')
+    best = max(wall['single'], wall['waitset'])
+    print(f'\nBest ROS client, wall: {best / wall["inproc"]:.0%} of in-process; target >= 60 %: '
+          f'{"met" if best / wall["inproc"] >= 0.6 else "NOT met"}. ROS adds '
+          f'{1000 / max(cpu["single"], cpu["waitset"]) - 1000 / cpu["inproc"]:.2f} ms CPU per '
+          'step (bridge + client, both processes).')
 
 
 if __name__ == '__main__':
