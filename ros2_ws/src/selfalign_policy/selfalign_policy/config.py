@@ -60,6 +60,9 @@ class AgentConfig:
     0 leaves torch's default."""
     channels_last: bool = True
     """Run the conv encoder in channels-last memory format (faster oneDNN kernels on CPU)."""
+    cpu_heap_reuse: bool = True
+    """Pixels on CPU: tell glibc to reuse freed heap memory for the large activations instead
+    of mapping fresh pages every update (process-wide; see agent.keep_freed_memory_in_heap)."""
 
     def __post_init__(self) -> None:
         _check(self, 'lr', self.lr > 0, 'must be > 0')

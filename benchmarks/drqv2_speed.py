@@ -1,0 +1,108 @@
+"""DrQ-v2 update speed: selfalign_policy's learner vs the reference run the reference way.
+
+Same process, same run, same replay contents (random episodes), batch 256, sampling included:
+  * pixels: 84x84, frame stack 3, hidden 1024. Reference = float grid_sample aug, stacked frames
+    stored 3x, DataLoader collation, torch's default thread count; ours = replay.sample() +
+    uint8 crop aug + channels-last encoder, ``--pixel-threads`` (default: the faster of 1 and 2
+    measured here is NOT chosen automatically; both are printed).
+  * state (OBS_DIM), hidden 1024 and 256. Reference as above; ours with 1 thread.
+The reference at 1 thread is printed too, so the thread count's share of the ratio is visible.
+Targets (issue 3): pixels >= 3x, state >= 1.5x the reference way.
+
+    python benchmarks/drqv2_speed.py [--pixel-updates 4] [--state-updates 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from drqv2_reference import make_reference_loader, random_episodes, ReferenceAgent  # noqa: E402
+
+from selfalign_policy.agent import DrQV2Agent  # noqa: E402
+from selfalign_policy.config import AgentConfig  # noqa: E402
+from selfalign_policy.replay import ReplayBuffer  # noqa: E402
+from selfalign_reward.features import FEATURE_DIM, OBS_DIM  # noqa: E402
+
+DEFAULT_THREADS = torch.get_num_threads()
+EPISODES, LENGTH, A = 20, 100, 4
+
+
+def ours_rate(obs_shape: tuple[int, ...], hidden: int, updates: int, threads: int) -> float:
+    torch.manual_seed(0)
+    pixels = len(obs_shape) == 3
+    frame = (3, *obs_shape[1:]) if pixels else obs_shape
+    rb = ReplayBuffer(frame, A, capacity=EPISODES * (LENGTH + 1) + 10, nstep=3, discount=0.99,
+                      batch_size=256, frame_stack=3, reward_fn=lambda x: x[:, 0])
+    rng = np.random.default_rng(0)
+    for _ in range(EPISODES):
+        def obs():
+            return (rng.integers(0, 256, frame, np.uint8) if pixels
+                    else rng.standard_normal(frame).astype(np.float32))
+        rb.add_first(obs())
+        for t in range(LENGTH):
+            rb.add(rng.uniform(-1, 1, A), rng.standard_normal(FEATURE_DIM), obs(), False,
+                   t == LENGTH - 1)
+    agent = DrQV2Agent(rb.obs_shape, A, AgentConfig(hidden_dim=hidden, num_threads=threads))
+    return _time(lambda step: agent.update(rb.sample(), step), updates)
+
+
+def reference_rate(obs_shape: tuple[int, ...], hidden: int, updates: int, threads: int
+                   ) -> float:
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    pixels = len(obs_shape) == 3
+    loader = make_reference_loader(random_episodes(EPISODES, LENGTH, obs_shape, A,
+                                                   stacked_frames=3))
+    agent = ReferenceAgent(obs_shape, A, hidden_dim=hidden, pixels=pixels)
+    return _time(lambda step: agent.update(loader, step), updates)
+
+
+def _time(fn, updates: int) -> float:
+    warm = 2 if updates <= 10 else 5
+    for i in range(warm):
+        fn(10_000 + i)
+    t0 = time.perf_counter()
+    for i in range(updates):
+        fn(20_000 + i)
+    return updates / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--pixel-updates', type=int, default=4)
+    ap.add_argument('--state-updates', type=int, default=30)
+    ap.add_argument('--pixel-threads', type=int, nargs='+', default=[1, 2])
+    args = ap.parse_args()
+    rows = []
+    pix = (9, 84, 84)
+    ref_default = reference_rate(pix, 1024, args.pixel_updates, DEFAULT_THREADS)
+    ref_one = reference_rate(pix, 1024, args.pixel_updates, 1)
+    for th in args.pixel_threads:
+        ours = ours_rate(pix, 1024, args.pixel_updates, th)
+        rows.append((f'pixels 84x84x9, hidden 1024 (ours {th} thr)', ours, ref_default, ref_one))
+    for hidden in (1024, 256):
+        n = args.state_updates * (4 if hidden == 256 else 1)
+        ref_default = reference_rate((OBS_DIM,), hidden, n, DEFAULT_THREADS)
+        ref_one = reference_rate((OBS_DIM,), hidden, n, 1)
+        ours = ours_rate((OBS_DIM,), hidden, n, 1)
+        rows.append((f'state {OBS_DIM}-d, hidden {hidden} (ours 1 thr)', ours, ref_default,
+                     ref_one))
+    print(f'\n### DrQ-v2 updates/s, batch 256, sampling included (torch {torch.__version__}, '
+          f'default threads {DEFAULT_THREADS})\n')
+    print(f'| setting | ours upd/s | reference way upd/s ({DEFAULT_THREADS} thr) | ratio | '
+          'reference at 1 thr upd/s | ratio vs 1 thr |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for name, ours, ref, ref1 in rows:
+        print(f'| {name} | {ours:.2f} | {ref:.2f} | {ours / ref:.2f}x | {ref1:.2f} | '
+              f'{ours / ref1:.2f}x |')
+
+
+if __name__ == '__main__':
+    main()
