@@ -187,7 +187,7 @@ def unpack(flat: np.ndarray) -> dict[str, np.ndarray]:
     if flat.shape[-1] != FEATURE_DIM:
         raise ValueError(f'packed features have {flat.shape[-1]} columns, expected {FEATURE_DIM}')
     lead = flat.shape[:-1]
-    return {n: flat[..., sl].reshape(*lead, *BY_NAME[n].shape) for n, sl in LAYOUT.items()}
+    return {n: flat[..., sl].reshape(lead + BY_NAME[n].shape) for n, sl in LAYOUT.items()}
 
 
 #: Features that form the policy's state observation, in order.

@@ -43,6 +43,8 @@ def test_pack_unpack_roundtrip_and_batched_shapes():
     for name in F.FEATURE_NAMES:
         np.testing.assert_array_equal(back[name], f[name])
     assert back['ee_pos'].shape == (2, 3) and back['contact_force'].shape == (2,)
+    row = F.unpack(F.pack(f)[0])  # a single unbatched row
+    assert row['contact_force'].shape == () and row['ee_pos'].shape == (3,)
     episodes = F.unpack(np.zeros((4, 7, F.FEATURE_DIM), np.float32))
     assert episodes['goal_pos'].shape == (4, 7, 3) and episodes['block_lift'].shape == (4, 7)
 
