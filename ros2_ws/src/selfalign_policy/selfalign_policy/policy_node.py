@@ -1,0 +1,306 @@
+"""policy_node: trains DrQ-v2 on a robot that speaks the robot contract (sim bridge or real arm).
+
+Thin wrapper: ROS parameters -> ``config.DrQV2Config``; the training loop is
+``trainer.Trainer`` on a ``robot_env.RobotContractEnv``, run on a worker thread so gradient
+updates never block the executor (which keeps receiving state, reward specs and service
+replies). The reward is data: the latched ``/selfalign/reward_spec`` is turned into a local
+vectorised ``selfalign_reward.evaluate.RewardFunction``; a new spec re-scores the whole replay.
+Training starts when the first spec arrives (or at once with ``reward_source: oracle``, the
+hand-written baseline). A driver that stops publishing pauses training with a throttled warning.
+
+Parameters:
+    task (string, 'touch'): touch | grasp_lift | push.
+    obs (string, 'state'): state | pixels (pixels need the driver's camera at image_size_px).
+    mode (string, 'lockstep'): lockstep | realtime (documentation of the driver's mode; the
+        node always waits for the state stamped after its command).
+    reward_source (string, 'spec'): spec (wait for /selfalign/reward_spec) | oracle.
+    total_env_steps (int, 30000): training steps; the node idles (still serving) afterwards.
+    seed (int, 0): seeds torch / numpy / replay / episode seeds.
+    run_dir (string, ''): checkpoints go to <run_dir>/checkpoint.pt ('' = none).
+    resume (bool, false): continue from <run_dir>/checkpoint.pt if it exists.
+    checkpoint_every_steps (int, 10000), eval_every_steps (int, 5000), eval_episodes (int, 5).
+    hidden_dim (int, 256), lr (double, 1e-4), batch_size (int, 256), num_expl_steps (int, 2000),
+    update_every_steps (int, 2), stddev_steps (int, 100000), replay_capacity (int, 100000),
+    device (string, 'cpu'): DrQ-v2 hyper-parameters (see config.py).
+    state_timeout_s (double, 2.0): warn (throttled) when the robot is silent this long.
+    stats_every_updates (int, 100): publish update metrics every this many updates.
+
+Subscribes:
+    /joint_states (sensor_msgs/JointState), /ee_pose, /object_pose (geometry_msgs/PoseStamped),
+    /ee_wrench (geometry_msgs/WrenchStamped), /camera/image_raw (sensor_msgs/Image, pixels only):
+    best effort (REP-2003).
+    /selfalign/reward_spec (selfalign_interfaces/RewardSpec, reliable + transient local).
+
+Publishes:
+    /servo_node/delta_twist_cmds (geometry_msgs/TwistStamped), /gripper_controller/commands
+    (std_msgs/Float64MultiArray): reliable, depth 10.
+    /selfalign/episode (selfalign_interfaces/Episode): every finished episode (eval ones flagged).
+    /selfalign/policy_stats (std_msgs/String): JSON of update metrics / evaluation results.
+
+Calls:
+    /selfalign/reset_episode (selfalign_interfaces/srv/ResetEpisode).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import threading
+from typing import Any
+
+from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+
+from selfalign_interfaces.msg import Episode, RewardSpec
+from selfalign_interfaces.srv import ResetEpisode
+from selfalign_policy import contract as C
+from selfalign_policy import contract_msgs as cm
+from selfalign_policy.config import ConfigError, DrQV2Config
+from selfalign_policy.robot_env import EnvStoppedError, RobotContractEnv, StateSync
+from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, EpisodeData, Trainer
+from selfalign_reward import features as F
+from selfalign_reward import tasks
+from selfalign_reward.episode import EpisodeRecord
+from selfalign_reward.evaluate import RewardFunction
+from selfalign_reward.msgs import episode_to_msg, spec_from_msg
+
+POLICY_STATS = '/selfalign/policy_stats'
+_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+_RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _desc(text: str, lo: float | None = None, hi: float | None = None,
+          integer: bool = False) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=text)
+    if lo is not None and integer:
+        d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+    elif lo is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi))]
+    return d
+
+
+class PolicyNode(Node):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__('policy_node')
+        p = self._declare_all()
+        self._p = p
+        self._stop = threading.Event()
+        self._spec_ready = threading.Event()
+        self._reward_lock = threading.Lock()
+        self._reward_fn: Any = None
+        self._reward_version = 0
+        self.sync = StateSync(('joint_states', 'ee_pose', 'object_pose')
+                              + (('image',) if p['obs'] == 'pixels' else ()))
+        # Publishers / subscriptions / client (contract names are absolute).
+        self._pub_twist = self.create_publisher(TwistStamped, C.TWIST_CMD, _RELIABLE)
+        self._pub_grip = self.create_publisher(Float64MultiArray, C.GRIPPER_CMD, _RELIABLE)
+        self._pub_episode = self.create_publisher(Episode, C.EPISODE, _RELIABLE)
+        self._pub_stats = self.create_publisher(String, POLICY_STATS, _RELIABLE)
+        sensor = qos_profile_sensor_data
+        self.create_subscription(JointState, C.JOINT_STATES,
+                                 lambda m: self.sync.put('joint_states', m), sensor)
+        self.create_subscription(PoseStamped, C.EE_POSE,
+                                 lambda m: self.sync.put('ee_pose', m), sensor)
+        self.create_subscription(PoseStamped, C.OBJECT_POSE,
+                                 lambda m: self.sync.put('object_pose', m), sensor)
+        self.create_subscription(WrenchStamped, C.EE_WRENCH,
+                                 lambda m: self.sync.put('ee_wrench', m), sensor)
+        if p['obs'] == 'pixels':
+            self.create_subscription(Image, C.CAMERA_IMAGE,
+                                     lambda m: self.sync.put('image', m), sensor)
+        self.create_subscription(RewardSpec, C.REWARD_SPEC, self._on_spec, _LATCHED)
+        self._reset_client = self.create_client(ResetEpisode, C.RESET_EPISODE)
+        if p['reward_source'] == 'oracle':
+            task = p['task']
+            self._set_reward(lambda x: tasks.oracle_reward(task, F.unpack(x)), 0, 'oracle')
+        self.env = RobotContractEnv(
+            self, self.sync, p['task'], obs_mode=p['obs'], state_timeout_s=p['state_timeout_s'],
+            warn=lambda s: self.get_logger().warning(s, throttle_duration_sec=5.0),
+            should_stop=self._stop.is_set)
+        self.get_logger().info(f'policy_node: {json.dumps(p)}; config {self.cfg.to_dict()}')
+        self._worker = threading.Thread(target=self._train, name='drqv2', daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ parameters
+    def _declare_all(self) -> dict[str, Any]:
+        specs = [
+            ('task', 'touch', _desc('task: touch | grasp_lift | push')),
+            ('obs', 'state', _desc('observation: state | pixels')),
+            ('mode', 'lockstep', _desc('driver mode: lockstep | realtime (the node waits for '
+                                       'the state stamped after each command in both)')),
+            ('reward_source', 'spec', _desc('spec: train on /selfalign/reward_spec; oracle: '
+                                            'the hand-written baseline reward')),
+            ('total_env_steps', 30000, _desc('training env steps', 0, 10**9, True)),
+            ('seed', 0, _desc('seed of torch, numpy, replay and episode seeds', 0, 2**31 - 1,
+                              True)),
+            ('run_dir', '', _desc("checkpoint directory ('' = no checkpoints)")),
+            ('resume', False, _desc('continue from <run_dir>/checkpoint.pt if present')),
+            ('checkpoint_every_steps', 10000, _desc('checkpoint period, env steps (0 = never)',
+                                                    0, 10**9, True)),
+            ('eval_every_steps', 5000, _desc('evaluation period, env steps (0 = never)', 0,
+                                             10**9, True)),
+            ('eval_episodes', 5, _desc('deterministic episodes per evaluation', 0, 1000, True)),
+            ('hidden_dim', 256, _desc('MLP width of actor and Q heads', 8, 4096, True)),
+            ('lr', 1e-4, _desc('Adam learning rate', 1e-6, 1e-2)),
+            ('batch_size', 256, _desc('transitions per update', 1, 4096, True)),
+            ('num_expl_steps', 2000, _desc('uniform-random env steps before the policy acts',
+                                           0, 10**7, True)),
+            ('update_every_steps', 2, _desc('env steps per gradient update', 1, 100, True)),
+            ('stddev_steps', 100000, _desc('env steps of the exploration std schedule', 1,
+                                           10**9, True)),
+            ('replay_capacity', 100000, _desc('replay slots', 16, 10**8, True)),
+            ('device', 'cpu', _desc('cpu | cuda | auto')),
+            ('state_timeout_s', 2.0, _desc('warn (throttled) after the robot is silent this '
+                                           'long, s', 0.05, 600.0)),
+            ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
+                                               10**6, True)),
+        ]
+        p = {name: self.declare_parameter(name, default, d).value for name, default, d in specs}
+        for name, allowed in (('task', tuple(tasks.TASKS)), ('obs', ('state', 'pixels')),
+                              ('mode', ('lockstep', 'realtime')),
+                              ('reward_source', ('spec', 'oracle'))):
+            if p[name] not in allowed:
+                raise ValueError(f'parameter {name} = {p[name]!r}: choose one of {allowed}')
+        try:
+            self.cfg = DrQV2Config.from_dict({
+                'agent': {'hidden_dim': p['hidden_dim'], 'lr': p['lr'],
+                          'batch_size': p['batch_size'], 'num_expl_steps': p['num_expl_steps'],
+                          'update_every_steps': p['update_every_steps'],
+                          'stddev_steps': p['stddev_steps'], 'device': p['device']},
+                'replay': {'capacity': p['replay_capacity']},
+                'trainer': {'total_env_steps': p['total_env_steps'], 'seed': p['seed'],
+                            'eval_every_steps': p['eval_every_steps'],
+                            'eval_episodes': p['eval_episodes'],
+                            'checkpoint_every_steps': p['checkpoint_every_steps'],
+                            'run_dir': p['run_dir'], 'progress': False,
+                            'metrics_every_updates': p['stats_every_updates']}})
+        except ConfigError as exc:
+            raise ValueError(f'bad policy_node parameter: {exc}') from None
+        return p
+
+    # ------------------------------------------------------------------ Transport
+    def send_command(self, velocity_mps: np.ndarray, finger_width_m: float) -> None:
+        """Gripper first (the bridge latches it), then the twist that triggers the step."""
+        self._pub_grip.publish(cm.gripper_msg(finger_width_m))
+        stamp = self.get_clock().now().nanoseconds
+        self._pub_twist.publish(cm.twist_msg(velocity_mps, stamp))
+
+    def reset(self, seed: int, timeout_s: float) -> ResetEpisode.Response | None:
+        if not self._reset_client.wait_for_service(timeout_sec=min(timeout_s, 1.0)):
+            return None
+        done = threading.Event()
+        future = self._reset_client.call_async(ResetEpisode.Request(seed=int(seed)))
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            future.cancel()
+            return None
+        return future.result()
+
+    # ------------------------------------------------------------------ reward spec
+    def _set_reward(self, fn: Any, version: int, source: str) -> None:
+        with self._reward_lock:
+            self._reward_fn = fn
+            self._reward_version = version
+        trainer = getattr(self, 'trainer', None)
+        if trainer is not None:
+            trainer.set_reward_fn(fn, version)
+        self._spec_ready.set()
+        self.get_logger().info(f'reward version {version} from {source} in force')
+
+    def _on_spec(self, msg: RewardSpec) -> None:
+        if self._p['reward_source'] != 'spec':
+            return
+        try:
+            template, theta, version, source = spec_from_msg(msg)
+            fn = RewardFunction(template, nonfinite='zero')
+        except (ValueError, RuntimeError) as exc:  # TemplateError is a ValueError
+            self.get_logger().error(f'ignoring reward spec v{msg.version}: {exc}')
+            return
+        if msg.task and msg.task != self._p['task']:
+            self.get_logger().warning(f'reward spec is for task {msg.task!r}, this node trains '
+                                      f'{self._p["task"]!r}; using it anyway')
+        self._set_reward(lambda x: fn.total(x, theta), version, source)
+
+    # ------------------------------------------------------------------ training thread
+    def _publish_episode(self, data: EpisodeData) -> None:
+        msg = episode_to_msg(EpisodeRecord(**data.record_fields()))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._pub_episode.publish(msg)
+        self._publish_stats({'kind': 'episode', 'episode_index': data.episode_index,
+                             'env_step': data.env_step, 'return': data.extra['return'],
+                             'success': data.success, 'evaluation': data.evaluation})
+
+    def _publish_stats(self, payload: dict[str, Any]) -> None:
+        self._pub_stats.publish(String(data=json.dumps(payload)))
+
+    def _train(self) -> None:
+        log = self.get_logger()
+        while not self._spec_ready.wait(1.0):
+            if self._stop.is_set():
+                return
+            log.info(f'waiting for {C.REWARD_SPEC} before training',
+                     throttle_duration_sec=10.0)
+        with self._reward_lock:
+            fn, version = self._reward_fn, self._reward_version
+        callbacks = Callbacks(
+            on_episode_end=self._publish_episode,
+            on_eval=lambda r: self._publish_stats({'kind': 'eval', **r}),
+            on_update=lambda s, m: self._publish_stats({'kind': 'update', 'env_step': s, **m}),
+            should_stop=self._stop.is_set)
+        try:
+            self.trainer = Trainer(self.env, self.cfg, fn, task=self._p['task'],
+                                   callbacks=callbacks, reward_version=version)
+            with self._reward_lock:  # a spec may have arrived while the agent was built
+                if self._reward_fn is not fn:
+                    self.trainer.set_reward_fn(self._reward_fn, self._reward_version)
+            ckpt = Path(self._p['run_dir']) / CHECKPOINT_NAME if self._p['run_dir'] else None
+            if ckpt is not None and self._p['resume'] and ckpt.is_file():
+                self.trainer.load(ckpt)
+                log.info(f'resumed from {ckpt} at env step {self.trainer.env_step}')
+            log.info(self.trainer.replay.memory_report())
+            self.trainer.train()
+            if ckpt is not None and not self._stop.is_set():
+                self.trainer.save(ckpt)
+            log.info(f'training done: {self.trainer.env_step} env steps, '
+                     f'{self.trainer.update_count} updates')
+            self._publish_stats({'kind': 'done', 'env_step': self.trainer.env_step})
+        except EnvStoppedError:
+            log.info('training stopped (shutdown)')
+        except Exception as exc:  # noqa: BLE001 - report, never kill the executor silently
+            log.fatal(f'training failed: {type(exc).__name__}: {exc}')
+            raise
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=10.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PolicyNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,86 @@
+"""policy_node as a real process against the real pybullet_bridge process over DDS."""
+
+import json
+from pathlib import Path
+import sys
+
+import numpy as np
+import pytest
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+
+from selfalign_interfaces.msg import Episode, RewardSpec
+from selfalign_reward.evaluate import RewardFunction
+from selfalign_reward.msgs import episode_from_msg, spec_to_msg
+from selfalign_reward.template import load_reference_template
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
+from tests.rosproc import NodeProcess, TestNode  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~20 s: two bridge starts, 600 steps
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+PARAMS = {'task': 'touch', 'total_env_steps': 600, 'num_expl_steps': 100, 'batch_size': 16,
+          'hidden_dim': 32, 'eval_every_steps': 0, 'stats_every_updates': 10,
+          'checkpoint_every_steps': 200, 'state_timeout_s': 0.5}
+
+
+def _fail(probe_what: str, *procs: NodeProcess) -> AssertionError:
+    return AssertionError(probe_what + '\n' + '\n----\n'.join(p.output()[-3000:] for p in procs))
+
+
+def test_trains_on_the_latched_spec_publishes_episodes_and_survives_a_silent_driver(tmp_path):
+    template = load_reference_template('touch')
+    theta = {**template.initial_theta(), 'force_threshold': 0.2}
+    spec = spec_to_msg(template, theta, version=7, source='test', task='touch')
+    bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={'mode': 'lockstep'})
+    policy = NodeProcess('selfalign_policy', 'policy_node',
+                         params={**PARAMS, 'run_dir': str(tmp_path)})
+    with TestNode('policy_probe') as probe:
+        pub = probe.node.create_publisher(RewardSpec, '/selfalign/reward_spec', LATCHED)
+        pub.publish(spec)
+        probe.record(Episode, '/selfalign/episode', 50)
+        probe.record(String, '/selfalign/policy_stats', 100)
+        try:
+            bridge.start()
+            policy.start()
+            try:
+                probe.wait_until(lambda: len(probe.messages('/selfalign/episode')) >= 2, 90,
+                                 'two Episode messages')
+            except TimeoutError:
+                raise _fail('no episodes', bridge, policy) from None
+            ep = episode_from_msg(probe.messages('/selfalign/episode')[0])
+            assert ep.task == 'touch' and ep.features.shape[0] == 100
+            assert ep.reward_version == 7 and not ep.evaluation
+            expect = RewardFunction(template).total(ep.features, theta)
+            assert np.allclose(ep.rewards, expect, atol=1e-5)  # trained on the spec's reward
+            assert np.all(np.abs(ep.actions) <= 1.0)
+            # the driver goes silent: training pauses, the node stays up and says why
+            bridge.stop()
+            n_before = len(probe.messages('/selfalign/episode'))
+            try:
+                probe.wait_until(lambda: 'training paused' in policy.output(), 20,
+                                 'the paused warning')
+            except TimeoutError:
+                raise _fail('no pause warning', policy) from None
+            assert policy.alive()
+            # ... and continues when a driver is back
+            bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge',
+                                 params={'mode': 'lockstep'})
+            bridge.start()
+            try:
+                probe.wait_until(
+                    lambda: any(json.loads(m.data).get('kind') == 'done'
+                                for m in probe.messages('/selfalign/policy_stats')),
+                    120, 'training done')
+            except TimeoutError:
+                raise _fail('training did not finish', bridge, policy) from None
+            assert len(probe.messages('/selfalign/episode')) > n_before
+            stats = [json.loads(m.data) for m in probe.messages('/selfalign/policy_stats')]
+            updates = [s for s in stats if s['kind'] == 'update']
+            assert updates and all(np.isfinite(s['critic_loss']) for s in updates)
+            assert (tmp_path / 'checkpoint.pt').is_file()
+        finally:
+            policy.stop()
+            bridge.stop()
