@@ -22,20 +22,23 @@ def draw_shifts(batch: int, pad: int, device: torch.device | str = 'cpu',
     return torch.randint(0, 2 * pad + 1, (batch, 2), device=device, generator=generator)
 
 
-def random_shift_crop(x: torch.Tensor, pad: int, shifts: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+def random_shift_crop(x: torch.Tensor, pad: int, shifts: torch.Tensor | None = None,
+                      per_image_copy: bool | None = None) -> torch.Tensor:
     """Shift each image by its own whole-pixel offset with replicate padding; same shape/dtype.
 
     ``x``: ``(B, C, H, W)`` any dtype (uint8 in training). ``shifts``: ``(B, 2)`` from
     ``draw_shifts`` (drawn here when None). Output[b, c, i, j] = x[b, c, clip(i + sy - pad),
-    clip(j + sx - pad)], which is what the reference computes.
+    clip(j + sx - pad)], which is what the reference computes. ``per_image_copy``: slice copies
+    in a Python loop (default on CPU) or one gather (default on CUDA: no per-image launches).
     """
     if pad == 0:
         return x
     n, _, h, w = x.shape
     if shifts is None:
         shifts = draw_shifts(n, pad, x.device)
-    if x.device.type == 'cpu':
+    if per_image_copy is None:
+        per_image_copy = x.device.type == 'cpu'
+    if per_image_copy:
         # Replicate padding by slice copies (F.pad 'replicate' does not take uint8; index_select
         # is several times slower here), then one slice copy per image: contiguous rows, no
         # index tensors.

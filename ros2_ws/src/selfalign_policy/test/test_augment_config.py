@@ -18,6 +18,8 @@ def test_integer_crop_equals_reference_grid_sample_on_same_draws(size, pad):
     # grid_sample lands on pixel centres up to float32 rounding of the grid (~1e-5 px)
     assert torch.allclose(ours.float(), ref, atol=1e-2)
     assert torch.equal(ours, ref.round().to(torch.uint8))
+    # the gather form (the CUDA default) gives the same images
+    assert torch.equal(random_shift_crop(x, pad, shifts, per_image_copy=False), ours)
 
 
 def test_crop_shifts_and_replicates_edges():
