@@ -3,8 +3,8 @@
 Same process, same run, same replay contents (random episodes), batch 256, sampling included:
   * pixels: 84x84, frame stack 3, hidden 1024. Reference = float grid_sample aug, stacked frames
     stored 3x, DataLoader collation, torch's default thread count; ours = replay.sample() +
-    uint8 crop aug + channels-last encoder, ``--pixel-threads`` (default: the faster of 1 and 2
-    measured here is NOT chosen automatically; both are printed).
+    uint8 crop aug + channels-last encoder, once per ``--pixel-threads`` value (default 1 and 2;
+    AgentConfig.num_threads picks one, default 1).
   * state (OBS_DIM), hidden 1024 and 256. Reference as above; ours with 1 thread.
 The reference at 1 thread is printed too, so the thread count's share of the ratio is visible.
 Targets (issue 3): pixels >= 3x, state >= 1.5x the reference way.
@@ -79,21 +79,26 @@ def main() -> None:
     ap.add_argument('--pixel-updates', type=int, default=4)
     ap.add_argument('--state-updates', type=int, default=30)
     ap.add_argument('--pixel-threads', type=int, nargs='+', default=[1, 2])
+    ap.add_argument('--state-threads', type=int, nargs='+', default=[1, 2])
+    ap.add_argument('--skip-pixels', action='store_true')
     args = ap.parse_args()
     rows = []
     pix = (9, 84, 84)
-    ref_default = reference_rate(pix, 1024, args.pixel_updates, DEFAULT_THREADS)
-    ref_one = reference_rate(pix, 1024, args.pixel_updates, 1)
-    for th in args.pixel_threads:
-        ours = ours_rate(pix, 1024, args.pixel_updates, th)
-        rows.append((f'pixels 84x84x9, hidden 1024 (ours {th} thr)', ours, ref_default, ref_one))
+    if not args.skip_pixels:
+        ref_default = reference_rate(pix, 1024, args.pixel_updates, DEFAULT_THREADS)
+        ref_one = reference_rate(pix, 1024, args.pixel_updates, 1)
+        for th in args.pixel_threads:
+            ours = ours_rate(pix, 1024, args.pixel_updates, th)
+            rows.append((f'pixels 84x84x9, hidden 1024 (ours {th} thr)', ours, ref_default,
+                         ref_one))
     for hidden in (1024, 256):
         n = args.state_updates * (4 if hidden == 256 else 1)
         ref_default = reference_rate((OBS_DIM,), hidden, n, DEFAULT_THREADS)
         ref_one = reference_rate((OBS_DIM,), hidden, n, 1)
-        ours = ours_rate((OBS_DIM,), hidden, n, 1)
-        rows.append((f'state {OBS_DIM}-d, hidden {hidden} (ours 1 thr)', ours, ref_default,
-                     ref_one))
+        for th in args.state_threads:
+            ours = ours_rate((OBS_DIM,), hidden, n, th)
+            rows.append((f'state {OBS_DIM}-d, hidden {hidden} (ours {th} thr)', ours,
+                         ref_default, ref_one))
     print(f'\n### DrQ-v2 updates/s, batch 256, sampling included (torch {torch.__version__}, '
           f'default threads {DEFAULT_THREADS})\n')
     print(f'| setting | ours upd/s | reference way upd/s ({DEFAULT_THREADS} thr) | ratio | '
