@@ -7,8 +7,7 @@ Layout (DESIGN.md "Runs")::
       transcript.jsonl     every LLM prompt and reply (selfalign_llm), never the API key
       metrics.csv          one row per event: kind = episode | eval | alignment
       plots/*.png          success vs env steps, theta over time, rank agreement
-      checkpoints/         atomic policy checkpoints (selfalign_policy)
-      videos/*.mp4         evaluation episodes
+      checkpoint.pt        the policy's atomic checkpoint (selfalign_policy.trainer)
       recording.mcap       robot-contract and selfalign topics
 
 Pure Python (csv, yaml, matplotlib with the Agg backend); no rclpy.
@@ -33,8 +32,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        for sub in ('plots', 'checkpoints', 'videos'):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        (self.path / 'plots').mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._fields: list[str] = []
         if self.metrics_path.exists():
@@ -66,9 +64,8 @@ class RunDir:
     config_path = property(lambda self: self.path / 'config.yaml')
     transcript_path = property(lambda self: self.path / 'transcript.jsonl')
     metrics_path = property(lambda self: self.path / 'metrics.csv')
-    checkpoint_dir = property(lambda self: self.path / 'checkpoints')
+    checkpoint_path = property(lambda self: self.path / 'checkpoint.pt')
     plots_dir = property(lambda self: self.path / 'plots')
-    videos_dir = property(lambda self: self.path / 'videos')
     recording_path = property(lambda self: self.path / 'recording.mcap')
 
     def write_config(self, config: dict[str, Any]) -> None:
