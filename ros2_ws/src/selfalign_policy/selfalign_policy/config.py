@@ -56,8 +56,9 @@ class AgentConfig:
     device: str = 'cpu'
     """'cpu', 'cuda' or 'auto' (cuda when available, else cpu)."""
     num_threads: int = 1
-    """torch intra-op threads on CPU (1 is several times faster than 2 for small MLPs here);
-    0 leaves torch's default."""
+    """torch intra-op threads on CPU; 0 leaves torch's default. 1 suits a CPU shared with other
+    jobs (2 threads contending with other processes are several times slower); on an idle
+    2-core machine 2 threads gave ~1.6-1.7x more updates/s (benchmarks/drqv2_speed.py)."""
     channels_last: bool = True
     """Run the conv encoder in channels-last memory format (faster oneDNN kernels on CPU)."""
     cpu_heap_reuse: bool = True
