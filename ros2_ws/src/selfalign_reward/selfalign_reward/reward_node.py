@@ -14,6 +14,8 @@ Parameters:
   use_llm (bool): ask /selfalign/propose_reward for the initial template.
   llm_timeout_s (float): how long to wait for the LLM (service discovery + reply), s.
   llm_repair_attempts (int): extra ProposeReward calls with the validation error, when invalid.
+  run_dir (str): run directory; the reward in force is kept in <run_dir>/reward_state.json.
+  resume (bool): start from <run_dir>/reward_state.json when it exists (no new proposal).
 Subscribes:
   /selfalign/reward_proposal (selfalign_interfaces/RewardSpec): candidate new templates.
 Publishes:
@@ -73,6 +75,11 @@ class RewardNode(Node):
             'llm_repair_attempts', 2, ParameterDescriptor(
                 description='extra ProposeReward calls carrying the validation error',
                 integer_range=[IntegerRange(from_value=0, to_value=10, step=1)])).value
+        run_dir = self.declare_parameter('run_dir', '', ParameterDescriptor(
+            description="run directory ('' = keep nothing on disk)", read_only=True)).value
+        self.resume = self.declare_parameter('resume', False, ParameterDescriptor(
+            description='continue with the reward saved in run_dir', read_only=True)).value
+        self.state_file = Path(run_dir) / 'reward_state.json' if run_dir else None
         get_task(self.task)  # ValueError lists the valid tasks
         self.store = RewardStore()
         self._pub = self.create_publisher(RewardSpec, '/selfalign/reward_spec', LATCHED)
@@ -132,9 +139,19 @@ class RewardNode(Node):
                                       f'{error}')
         return False
 
+    def _restore(self) -> bool:
+        if not (self.resume and self.state_file is not None and self.state_file.is_file()):
+            return False
+        ok, error = self.store.restore(self.state_file)
+        if not ok:
+            self.get_logger().warning(f'{error}; obtaining a new reward')
+        return ok
+
     def _obtain_initial(self) -> None:
         try:
-            if not (self.use_llm and self._ask_llm()):
+            if self._restore():
+                self.get_logger().info(f'resumed the reward saved in {self.state_file}')
+            elif not (self.use_llm and self._ask_llm()):
                 code, source = self._fallback_source()
                 ok, error = self.store.adopt(code, source)
                 if not ok:
@@ -149,6 +166,8 @@ class RewardNode(Node):
         state = self.store.state
         if state is None:
             return
+        if self.state_file is not None:
+            self.store.save(self.state_file)
         msg = spec_to_msg(state.template, state.theta, state.version, state.source, self.task)
         msg.header.stamp = self.get_clock().now().to_msg()
         self._pub.publish(msg)

@@ -3,12 +3,17 @@
 Pure (no rclpy). ``RewardStore.set_params`` accepts a partial θ only when every name exists and
 every value is inside its range; ``adopt`` switches to a new template only when it validates, so
 the last good reward stays in force otherwise. Every successful change bumps ``version``.
+``save``/``restore`` persist the reward in force (a run's ``reward_state.json``) so that a resumed
+run continues with the same code, θ and version instead of a fresh proposal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import json
+import os
+from pathlib import Path
 import threading
 
 from selfalign_reward.template import RewardTemplate, TemplateError, validate_template
@@ -81,3 +86,29 @@ class RewardStore:
                 theta[name] = float(value)
             self._state = RewardState(state.template, theta, state.version + 1, state.source)
             return True, '', self._state.version
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the reward in force to ``path`` as JSON, atomically (tmp file + rename)."""
+        state = self.state
+        if state is None:
+            return
+        path = Path(path)
+        tmp = path.with_name(path.name + '.tmp')
+        tmp.write_text(json.dumps({'code': state.template.code, 'theta': state.theta,
+                                   'version': state.version, 'source': state.source}, indent=1))
+        os.replace(tmp, path)
+
+    def restore(self, path: str | os.PathLike) -> tuple[bool, str]:
+        """Make the reward saved at ``path`` the one in force (re-validated); (ok, why not)."""
+        try:
+            saved = json.loads(Path(path).read_text())
+            code, theta = saved['code'], dict(saved['theta'])
+            version, source = int(saved['version']), str(saved['source'])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return False, f'{path}: cannot read a saved reward ({exc})'
+        ok, error = self.adopt(code, source, theta)
+        if not ok:
+            return False, f'{path}: saved reward no longer validates: {error}'
+        with self._lock:
+            self._state = RewardState(self._state.template, self._state.theta, version, source)
+        return True, ''
