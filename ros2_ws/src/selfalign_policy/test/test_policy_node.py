@@ -17,11 +17,11 @@ from selfalign_reward.template import load_reference_template
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 from tests.rosproc import NodeProcess, TestNode  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~20 s: two bridge starts, 600 steps
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~20 s: two bridge starts, 400 steps
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-PARAMS = {'task': 'touch', 'total_env_steps': 600, 'num_expl_steps': 100, 'batch_size': 16,
+PARAMS = {'task': 'touch', 'total_env_steps': 400, 'num_expl_steps': 100, 'batch_size': 16,
           'hidden_dim': 32, 'eval_every_steps': 0, 'stats_every_updates': 10,
           'checkpoint_every_steps': 200, 'state_timeout_s': 0.5}
 
