@@ -1,11 +1,15 @@
-"""`selfalign` command line: the all-in-one `train` runner (every node in one process).
+"""`selfalign` command line: `train` (every node in one process) and `launch` (one per node).
 
     selfalign train --task push [--steps 100000] [--seed 0] [--llm scripted|openai|replay]
                     [--model M] [--base-url URL] [--obs state|pixels] [--run-dir DIR]
                     [--resume RUN_DIR] [--set node.param=value ...]
+    selfalign launch ...        (same options)
 
-The same nodes as ``ros2 launch selfalign_bringup <task>.launch.py``, built from the same
-configuration (``selfalign_bringup.wiring``), spun on one ``MultiThreadedExecutor``. Parameters
+``train`` builds the same nodes as ``ros2 launch selfalign_bringup <task>.launch.py`` from the
+same configuration (``selfalign_bringup.wiring``) and spins them on one
+``MultiThreadedExecutor``. ``launch`` starts each node's installed executable as its own process
+(what ``ros2 launch`` does, for machines without launch_ros) and stops them all when training
+is done or on Ctrl-C. Parameters
 reach the nodes through a ``--params-file`` written into the run directory. Progress (env steps,
 success rate, θ, LLM calls) is read from the run's own topics, so the runner needs no knowledge
 of node internals. Ctrl-C stops cleanly: the policy writes a checkpoint, the monitor flushes
@@ -20,8 +24,10 @@ from collections import deque
 from dataclasses import replace
 import json
 import os
+from pathlib import Path
 import sys
 import threading
+import time
 from typing import Any
 
 import yaml
@@ -59,8 +65,14 @@ def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='selfalign', description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
-    t = sub.add_parser('train', help='train a task with every node in one process',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for command, text in (('train', 'train a task with every node in one process'),
+                          ('launch', 'train a task with every node in its own process')):
+        _add_run_options(sub.add_parser(command, help=text,
+                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    return parser
+
+
+def _add_run_options(t: argparse.ArgumentParser) -> None:
     t.add_argument('--task', default='push', choices=sorted(wiring.TASK_CONFIGS))
     t.add_argument('--steps', type=int, default=None,
                    help='environment steps to train (default: policy_node.total_env_steps)')
@@ -78,7 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
                    help='override one node parameter (repeatable)')
     t.add_argument('--no-progress', action='store_true', help='no progress bar')
-    return parser
 
 
 def prepare(ns: argparse.Namespace) -> tuple[RunDir, dict[str, dict[str, Any]], int]:
@@ -86,7 +97,7 @@ def prepare(ns: argparse.Namespace) -> tuple[RunDir, dict[str, dict[str, Any]], 
     if ns.resume:
         run = RunDir.open_existing(ns.resume)
         config = run.read_config()
-        config.setdefault('policy_node', {})['resume'] = True
+        config['/**']['resume'] = True  # policy: checkpoint; reward: reward_state.json
     else:
         args = wiring.Args(task=ns.task, llm=ns.llm, model=ns.model, base_url=ns.base_url,
                            obs=ns.obs, seed=ns.seed, run_dir=ns.run_dir,
@@ -97,6 +108,7 @@ def prepare(ns: argparse.Namespace) -> tuple[RunDir, dict[str, dict[str, Any]], 
             raise SystemExit(f'selfalign train: {exc}') from None
         run = RunDir(ns.run_dir) if ns.run_dir else RunDir.create(ns.runs_root, ns.task)
         config = wiring.resolve(replace(args, run_dir=str(run.path)))
+        config['/**']['resume'] = False
     for node, params in _parse_set(ns.set).items():
         config.setdefault(node, {}).update(params)
     if ns.steps is not None:
@@ -108,7 +120,7 @@ def prepare(ns: argparse.Namespace) -> tuple[RunDir, dict[str, dict[str, Any]], 
 
 
 class Progress:
-    """Reads /selfalign/episode, reward_spec and llm_usage; drives a tqdm bar; signals done."""
+    """Reads the run's topics, drives a tqdm bar, and signals when the policy says it is done."""
 
     def __init__(self, node, total_steps: int, start_step: int, show: bool):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -132,6 +144,8 @@ class Progress:
         node.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50)
         node.create_subscription(RewardSpec, '/selfalign/reward_spec', self._on_spec, latched)
         node.create_subscription(String, '/selfalign/llm_usage', self._on_usage, 10)
+        # The policy announces the end after its final checkpoint is written.
+        node.create_subscription(String, '/selfalign/policy_stats', self._on_stats, 10)
 
     def _on_episode(self, msg) -> None:
         if not msg.evaluation:
@@ -140,8 +154,13 @@ class Progress:
             self._bar.update(max(0, int(msg.env_step) - self.step))
         self.step = max(self.step, int(msg.env_step))
         self._refresh()
-        if self.step >= self.total:
-            self.done.set()
+
+    def _on_stats(self, msg) -> None:
+        try:
+            if json.loads(msg.data).get('kind') == 'done':
+                self.done.set()
+        except ValueError:
+            pass
 
     def _on_spec(self, msg) -> None:
         self._theta = ' '.join(f'{n}={v:.3g}' for n, v in zip(msg.param_names, msg.param_values))
@@ -169,10 +188,81 @@ def _node_class(name: str):
     return getattr(__import__(module, fromlist=[cls]), cls)
 
 
-def train(ns: argparse.Namespace) -> int:
-    run, config, steps = prepare(ns)
+def _ros_environment() -> None:
+    """Stay on this machine and off other graphs unless the user chose otherwise."""
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     os.environ.setdefault('ROS_DOMAIN_ID', str((os.getuid() + 17) % 100 + 1))
+
+
+def _finish(run: RunDir, interrupted: bool) -> int:
+    verb = 'stopped' if interrupted else 'finished'
+    print(f'selfalign: {verb}; results in {run.path} (resume with: selfalign train --resume '
+          f'{run.path})', file=sys.stderr)
+    return 130 if interrupted else 0
+
+
+def node_executable(package: str, executable: str) -> Path:
+    """Installed path of a node executable (colcon install, found through ament_index)."""
+    from ament_index_python.packages import get_package_prefix
+    path = Path(get_package_prefix(package)) / 'lib' / package / executable
+    if not path.exists():
+        raise SystemExit(f'selfalign: {path} is missing; build the workspace (make setup)')
+    return path
+
+
+def launch(ns: argparse.Namespace) -> int:
+    """Every node of the plan as its own process; stop them when training is done."""
+    import signal
+    import subprocess
+
+    run, config, steps = prepare(ns)
+    _ros_environment()
+    params = wiring.params_file(config, run.path / 'params.yaml')
+    args = wiring.Args(task=config['/**']['task'])
+    procs: list[subprocess.Popen] = []
+    import rclpy
+    print(f'selfalign: launching {config["/**"]["task"]} for {steps} env steps (one process '
+          f'per node); run directory {run.path}', file=sys.stderr, flush=True)
+    rclpy.init()
+    node = rclpy.create_node('selfalign_launch_progress')
+    progress = Progress(node, steps, run.last_env_step(), not ns.no_progress)
+    interrupted = False
+    try:
+        for plan in wiring.plan(args, config):
+            cmd = [str(node_executable(plan.package, plan.executable)),
+                   *wiring.ros_args(plan, params)]
+            procs.append(subprocess.Popen(cmd, start_new_session=True))
+        while not progress.done.is_set():
+            rclpy.spin_once(node, timeout_sec=0.2)
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                print(f'selfalign: {dead[0].args[0]} exited with {dead[0].returncode}; '
+                      'stopping', file=sys.stderr)
+                interrupted = True
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+        if not interrupted:
+            time.sleep(1.0)  # let the monitor write the last rows it received
+        for p in procs:  # SIGINT = each node's clean shutdown path (checkpoint, flush)
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return _finish(run, interrupted)
+
+
+def train(ns: argparse.Namespace) -> int:
+    run, config, steps = prepare(ns)
+    _ros_environment()
     params = wiring.params_file(config, run.path / 'params.yaml')
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -214,17 +304,12 @@ def train(ns: argparse.Namespace) -> int:
             node.destroy_node()
         executor.shutdown(timeout_sec=5)
         rclpy.try_shutdown()
-    verb = 'stopped' if interrupted else 'finished'
-    print(f'selfalign: {verb}; results in {run.path} (resume with: selfalign train --resume '
-          f'{run.path})', file=sys.stderr)
-    return 130 if interrupted else 0
+    return _finish(run, interrupted)
 
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    if ns.command == 'train':
-        return train(ns)
-    return 2
+    return {'train': train, 'launch': launch}[ns.command](ns)
 
 
 if __name__ == '__main__':
