@@ -151,3 +151,36 @@ def test_killed_policy_resumes_from_last_checkpoint(tmp_path):
     resumed_from = after[0] - 100  # episodes are 100 steps
     assert killed_at - CHECKPOINT_EVERY - 100 <= resumed_from <= killed_at, (killed_at, after)
     assert resumed_from > 0, 'resumed from scratch instead of the checkpoint'
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_embedded_runner_ctrl_c_checkpoints_and_resumes(tmp_path):
+    from selfalign_policy.checkpoint import load_checkpoint
+
+    run = tmp_path / 'run'
+    proc = subprocess.Popen([str(SELFALIGN), 'train', *FAST, '--steps', '3000',
+                             '--run-dir', str(run)], env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not [r for r in _rows(run, 'episode') if int(r['env_step']) >= 300]:
+            assert proc.poll() is None and time.monotonic() < deadline, _stop(proc)[-3000:]
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130, out[-3000:]
+    assert 'stopped; results in' in out
+    logged = max(int(r['env_step']) for r in _rows(run, 'episode'))
+    saved = load_checkpoint(run / 'checkpoint.pt', map_location='cpu')['counters']['env_step']
+    assert saved >= logged, (saved, logged)  # nothing logged is lost; a partial episode may add
+
+    out = subprocess.run([str(SELFALIGN), 'train', '--resume', str(run), '--steps',
+                          str(saved + 200), '--no-progress'], env=os.environ.copy(),
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    steps = [int(r['env_step']) for r in _rows(run, 'episode')]
+    assert steps[-1] == saved + 200 and steps[-2] == saved + 100, (saved, steps[-4:])

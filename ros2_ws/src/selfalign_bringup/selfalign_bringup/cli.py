@@ -286,17 +286,12 @@ def train(ns: argparse.Namespace) -> int:
         progress = Progress(progress_node, steps, run.last_env_step(), not ns.no_progress)
         while rclpy.ok() and not progress.done.is_set():
             executor.spin_once(timeout_sec=0.1)
-            policy = nodes.get('policy_node')
-            if policy is not None and getattr(policy, 'finished', False):
-                break
     except (KeyboardInterrupt, ExternalShutdownException):
         interrupted = True
     finally:
         if progress is not None:
             progress.close()
-        policy = nodes.get('policy_node')
-        if policy is not None and hasattr(policy, 'save_checkpoint'):
-            policy.save_checkpoint()
+        # close(): the policy stops and writes its checkpoint, the monitor flushes its files
         for node in reversed(list(nodes.values())):
             if hasattr(node, 'close'):
                 node.close()

@@ -280,9 +280,21 @@ class PolicyNode(Node):
             log.fatal(f'training failed: {type(exc).__name__}: {exc}')
             raise
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
+        """Stop training and write a final checkpoint (Ctrl-C, or the embedded runner's end).
+
+        The worker stops within one env step; the replay keeps the unfinished episode's
+        complete n-step windows only, so the checkpoint is consistent and a resume starts a
+        fresh episode from these counters.
+        """
         self._stop.set()
-        self._worker.join(timeout=10.0)
+        self._worker.join(timeout=30.0)
+        trainer = getattr(self, 'trainer', None)
+        if self._worker.is_alive() or trainer is None or not self._p['run_dir']:
+            return
+        path = Path(self._p['run_dir']) / CHECKPOINT_NAME
+        trainer.save(path)
+        self.get_logger().info(f'checkpoint at env step {trainer.env_step}: {path}')
 
 
 def main(args: list[str] | None = None) -> None:
@@ -297,7 +309,7 @@ def main(args: list[str] | None = None) -> None:
         pass
     finally:
         if node is not None:
-            node.shutdown()
+            node.close()
             node.destroy_node()
         rclpy.try_shutdown()
 
