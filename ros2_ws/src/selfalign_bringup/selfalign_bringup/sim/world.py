@@ -111,6 +111,11 @@ class PandaWorld:
                              'distances assume the latter')
         self._cid = p.connect(p.DIRECT)
         self._closed = False
+        # Camera pose actually rendered from (domain randomisation may shift it per episode).
+        self._cam_eye = tuple(float(x) for x in self.cfg.camera_eye_m)
+        self._cam_target = tuple(float(x) for x in self.cfg.camera_target_m)
+        self._finger_force_n = float(self.cfg.finger_force_n)
+        self._joint_damping = 0.0
         self._build()
         self._rng = np.random.default_rng(0)
         self._target = np.asarray(self.cfg.ee_home_m, float)
@@ -176,7 +181,7 @@ class PandaWorld:
                                   rgbaColor=(0.1, 0.8, 0.2, 1), physicsClientId=c)
         self.goal_id = p.createMultiBody(0, -1, vis, basePosition=(0.5, 0.1, 0.001),
                                          physicsClientId=c)
-        self._view = p.computeViewMatrix(cfg.camera_eye_m, cfg.camera_target_m, (0, 0, 1),
+        self._view = p.computeViewMatrix(self._cam_eye, self._cam_target, (0, 0, 1),
                                          physicsClientId=c)
         self._proj = p.computeProjectionMatrixFOV(cfg.camera_fov_deg, 1.0, camera.NEAR_M,
                                                   camera.FAR_M, physicsClientId=c)
@@ -207,7 +212,7 @@ class PandaWorld:
 
     def _command_fingers(self, width_m: float) -> None:
         half = float(np.clip(width_m, 0.0, 0.08)) / 2
-        f = self.cfg.finger_force_n
+        f = self._finger_force_n
         p.setJointMotorControlArray(self.robot_id, FINGER_JOINT_IDS, p.POSITION_CONTROL,
                                     targetPositions=(half, half), forces=(f, f),
                                     physicsClientId=self._cid)
@@ -233,6 +238,8 @@ class PandaWorld:
         self._check_open()
         cfg, c = self.cfg, self._cid
         self._rng = np.random.default_rng(seed)
+        self._finger_force_n = float(cfg.finger_force_n)  # apply_dynamics overrides per episode
+        self._joint_damping = 0.0
         # The whole simulation is rebuilt so no solver cache or contact survives an episode:
         # this keeps reset(seed) bit-for-bit deterministic (a few ms, once per episode).
         self._build()
@@ -412,7 +419,59 @@ class PandaWorld:
         'camera_optical_frame', pose in the base frame."""
         cfg = self.cfg
         return camera.camera_info(int(size_px or cfg.image_size_px), cfg.camera_fov_deg,
-                                  np.asarray(cfg.camera_eye_m), np.asarray(cfg.camera_target_m))
+                                  np.asarray(self._cam_eye), np.asarray(self._cam_target))
+
+    # ------------------------------------------------------------------ domain randomisation
+    def apply_dynamics(self, block_mass_kg: float | None = None,
+                       block_lateral_friction: float | None = None,
+                       block_rolling_friction: float | None = None,
+                       block_restitution: float | None = None,
+                       joint_damping: float | None = None,
+                       finger_force_n: float | None = None) -> None:
+        """Override dynamics for the current episode (call after ``reset``; the next reset
+        rebuilds the scene from ``cfg``). Units: kg, friction coefficients, restitution in
+        [0, 1], arm joint damping N·m·s/rad, finger force limit N. None keeps the value."""
+        self._check_open()
+        c = self._cid
+        kw = {}
+        if block_mass_kg is not None:
+            kw['mass'] = float(block_mass_kg)
+        if block_lateral_friction is not None:
+            kw['lateralFriction'] = float(block_lateral_friction)
+        if block_rolling_friction is not None:
+            kw['rollingFriction'] = float(block_rolling_friction)
+        if block_restitution is not None:
+            kw['restitution'] = float(block_restitution)
+        if kw:
+            p.changeDynamics(self.block_id, -1, physicsClientId=c, **kw)
+        if joint_damping is not None:
+            self._joint_damping = float(joint_damping)
+            for j in ARM_JOINTS:
+                p.changeDynamics(self.robot_id, j, jointDamping=self._joint_damping,
+                                 physicsClientId=c)
+        if finger_force_n is not None:
+            self._finger_force_n = float(finger_force_n)
+            self._command_fingers(self._width_cmd)
+
+    def dynamics(self) -> dict[str, float]:
+        """The block's and fingers' dynamics now in force (for tests and logs)."""
+        info = p.getDynamicsInfo(self.block_id, -1, physicsClientId=self._cid)
+        return {'block_mass_kg': info[0], 'block_lateral_friction': info[1],
+                'block_rolling_friction': info[6], 'block_restitution': info[5],
+                'joint_damping': self._joint_damping,
+                'finger_force_n': self._finger_force_n}
+
+    def set_camera_pose(self, eye_m: np.ndarray | None = None,
+                        target_m: np.ndarray | None = None) -> None:
+        """Render from this camera pose, base frame, m (None: the cfg's); persists across
+        resets until changed. ``camera_info`` reports the pose rendered from."""
+        self._cam_eye = tuple(float(x) for x in (self.cfg.camera_eye_m if eye_m is None
+                                                  else eye_m))
+        self._cam_target = tuple(float(x) for x in (self.cfg.camera_target_m if target_m is None
+                                                     else target_m))
+        self._view = p.computeViewMatrix(self._cam_eye, self._cam_target, (0, 0, 1),
+                                         physicsClientId=self._cid)
+        self._masks = {}
 
     # ------------------------------------------------------------------ lifetime
     def _check_open(self) -> None:
