@@ -260,44 +260,53 @@ def launch(ns: argparse.Namespace) -> int:
     return _finish(run, interrupted)
 
 
+def _spin(executor) -> None:
+    from rclpy.executors import ExternalShutdownException
+    try:
+        executor.spin()
+    except (ExternalShutdownException, KeyboardInterrupt):
+        pass
+
+
 def train(ns: argparse.Namespace) -> int:
+    """Every node in this process on one MultiThreadedExecutor (spun on a background thread)."""
     run, config, steps = prepare(ns)
     _ros_environment()
     params = wiring.params_file(config, run.path / 'params.yaml')
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import MultiThreadedExecutor
 
     print(f'selfalign: training {config["/**"]["task"]} for {steps} env steps; '
           f'run directory {run.path}', file=sys.stderr, flush=True)
     rclpy.init(args=['--ros-args', '--params-file', str(params)])
-    executor = MultiThreadedExecutor(num_threads=4)
     nodes: dict[str, Any] = {}
+    executor = MultiThreadedExecutor(num_threads=3)
     progress = None
-    interrupted = False
     try:
         names = [n for n in NODE_CLASSES if n in {p.name for p in wiring.plan(
             wiring.Args(task=config['/**']['task']), config)}]
         for name in names:
             nodes[name] = _node_class(name)()
-            executor.add_node(nodes[name])
-        progress_node = rclpy.create_node('selfalign_train_progress')
-        nodes['_progress'] = progress_node
-        executor.add_node(progress_node)
-        progress = Progress(progress_node, steps, run.last_env_step(), not ns.no_progress)
-        while rclpy.ok() and not progress.done.is_set():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        interrupted = True
+        nodes['_progress'] = rclpy.create_node('selfalign_train_progress')
+        progress = Progress(nodes['_progress'], steps, run.last_env_step(), not ns.no_progress)
+        for node in nodes.values():
+            executor.add_node(node)
+        threading.Thread(target=_spin, args=(executor,), daemon=True).start()
+        while rclpy.ok() and not progress.done.wait(timeout=0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
     finally:
+        interrupted = progress is None or not progress.done.is_set()
         if progress is not None:
             progress.close()
         # close(): the policy stops and writes its checkpoint, the monitor flushes its files
         for node in reversed(list(nodes.values())):
             if hasattr(node, 'close'):
                 node.close()
-            executor.remove_node(node)
-            node.destroy_node()
         executor.shutdown(timeout_sec=5)
+        for node in nodes.values():
+            node.destroy_node()
         rclpy.try_shutdown()
     return _finish(run, interrupted)
 

@@ -1,0 +1,106 @@
+"""Wall-clock per 10k env steps: embedded run (`selfalign train`) vs multi-process (`launch`).
+
+Both routes run the whole loop (bridge, DrQ-v2 policy with updates, reward, alignment with the
+scripted teacher, monitor) on the same configuration; a third row runs the bare trainer on the
+gym env (no ROS) as the floor. Time is measured between the first and the last logged episode,
+so start-up (imports, DDS discovery, the LLM proposal) is excluded and reported separately.
+
+    python benchmarks/run_speed.py [--steps 2000] [--task touch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = Path(__file__).resolve().parent.parent
+SELFALIGN = ROOT / 'bin' / 'selfalign'
+
+
+def _episodes(run: Path) -> list[tuple[float, int]]:
+    with open(run / 'metrics.csv', newline='') as fh:
+        return [(float(r['time']), int(r['env_step'])) for r in csv.DictReader(fh)
+                if r['kind'] == 'episode']
+
+
+def ros_route(mode: str, task: str, steps: int, every: int) -> dict[str, float]:
+    run = Path(tempfile.mkdtemp(prefix=f'selfalign-{mode}-')) / 'run'
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    subprocess.run([str(SELFALIGN), mode, '--task', task, '--steps', str(steps),
+                    '--run-dir', str(run), '--no-progress',
+                    '--set', f'alignment_node.reward_update_every_steps={every}',
+                    '--set', 'alignment_node.num_ranked=4',
+                    '--set', f'policy_node.eval_every_steps={steps * 10}',
+                    '--set', 'policy_node.num_expl_steps=200'],
+                   check=True, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    total = time.time() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    eps = _episodes(run)
+    (ta, sa), (tb, sb) = eps[0], eps[-1]
+    rate = (sb - sa) / (tb - ta)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    return {'steps_per_s': rate, 's_per_10k': 1e4 / rate, 'startup_s': total - (tb - ta),
+            'cpu_s_per_10k': cpu / steps * 1e4}
+
+
+def bare_trainer(task: str, steps: int) -> dict[str, float]:
+    code = f"""
+import time, resource, torch
+torch.set_num_threads(1)
+import gymnasium as gym
+import selfalign_bringup.sim  # registers the envs
+from selfalign_policy.config import DrQV2Config
+from selfalign_policy.trainer import Trainer
+from selfalign_reward import features, tasks
+env = gym.make('SelfAlign/{''.join(p.title() for p in task.split('_'))}-v0')
+cfg = DrQV2Config.from_dict({{'agent': {{'hidden_dim': 256, 'num_expl_steps': 200}},
+                              'trainer': {{'total_env_steps': {steps}, 'seed': 0,
+                                          'eval_every_steps': {steps * 10},
+                                          'progress': False}}}})
+tr = Trainer(env, cfg, lambda x: tasks.oracle_reward('{task}', features.unpack(x)), task='{task}')
+tr.run_episode()
+t0, c0 = time.time(), time.process_time()
+tr.train()
+print(tr.env_step - 100, time.time() - t0, time.process_time() - c0)
+"""
+    out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True,
+                         text=True, env=os.environ.copy()).stdout.split()
+    n, wall, cpu = int(out[-3]), float(out[-2]), float(out[-1])
+    return {'steps_per_s': n / wall, 's_per_10k': 1e4 * wall / n, 'startup_s': float('nan'),
+            'cpu_s_per_10k': 1e4 * cpu / n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--task', default='touch')
+    parser.add_argument('--steps', type=int, default=2000)
+    ns = parser.parse_args()
+    every = max(ns.steps // 2, 400)
+    rows = {
+        'bare trainer on the gym env (no ROS)': bare_trainer(ns.task, ns.steps),
+        'embedded: selfalign train (one process)': ros_route('train', ns.task, ns.steps, every),
+        'multi-process: selfalign launch': ros_route('launch', ns.task, ns.steps, every),
+    }
+    load = os.getloadavg()[0]
+    print(f'\n{ns.task}, {ns.steps} env steps per route, state obs, hidden 256, update every 2 '
+          f'steps, alignment every {every} steps; load average {load:.1f} on {os.cpu_count()} '
+          'cores\n')
+    print('| route | env steps/s | wall s per 10k steps | CPU s per 10k steps (all '
+          'processes) | start-up s |')
+    print('|---|---:|---:|---:|---:|')
+    for name, r in rows.items():
+        print(f'| {name} | {r["steps_per_s"]:.1f} | {r["s_per_10k"]:.0f} | '
+              f'{r["cpu_s_per_10k"]:.0f} | {r["startup_s"]:.1f} |')
+
+
+if __name__ == '__main__':
+    main()
