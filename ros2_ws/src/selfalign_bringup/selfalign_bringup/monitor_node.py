@@ -12,6 +12,8 @@ Parameters:
   record_camera (bool, false): also record /camera/image_raw (large).
   trail_length (int, 200): end-effector trail points shown.
   plot_every_episodes (int, 50): redraw plots after this many episodes.
+  videos_per_eval (int, 1): evaluation episodes per evaluation round rendered to
+    <run_dir>/videos/eval-<env_step>-<i>.mp4 (selfalign_bringup.video); 0 = none.
 Subscribes:
   /ee_pose, /object_pose, /selfalign/goal_pose (geometry_msgs/PoseStamped),
   /selfalign/reward_spec (RewardSpec, latched), /selfalign/episode (Episode),
@@ -24,9 +26,11 @@ Publishes:
 from __future__ import annotations
 
 from collections import deque
+import queue
 import threading
 
 from geometry_msgs.msg import Point, PoseStamped
+import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -35,6 +39,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from selfalign_bringup.recording import TopicRecorder
 from selfalign_bringup.rundir import plot_run, RunDir
+from selfalign_bringup.video import write_episode_video
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -70,6 +75,9 @@ class MonitorNode(Node):
         record_camera = self.declare_parameter('record_camera', False).value
         self._trail = deque(maxlen=int(self.declare_parameter('trail_length', 200).value))
         self._plot_every = int(self.declare_parameter('plot_every_episodes', 50).value)
+        self._videos_per_eval = int(self.declare_parameter('videos_per_eval', 1).value)
+        self._videos: queue.Queue = queue.Queue()
+        self._eval_rendered: dict[int, int] = {}
         self._run = RunDir(run_dir) if run_dir else None
         self._lock = threading.Lock()
         self._spec: RewardSpec | None = None
@@ -135,6 +143,16 @@ class MonitorNode(Node):
                       episode=msg.episode_index, success=int(msg.success),
                       success_rate=int(msg.success) if msg.evaluation else '',
                       ret=f'{sum(msg.rewards):.4f}', reward_version=msg.reward_version)
+        if msg.evaluation and msg.num_steps and msg.feature_dim:
+            done = self._eval_rendered.get(msg.env_step, 0)
+            if done < self._videos_per_eval:
+                self._eval_rendered[msg.env_step] = done + 1
+                packed = np.asarray(msg.features, np.float32).reshape(msg.num_steps,
+                                                                      msg.feature_dim)
+                self._videos.put((packed, f'eval-{msg.env_step}-{done}',
+                                  f'{msg.task} eval @ {msg.env_step} '
+                                  f'{"success" if msg.success else "fail"}'))
+                self._plot_request.set()
         if self._episodes % self._plot_every == 0:
             self._plot_request.set()
 
@@ -154,10 +172,20 @@ class MonitorNode(Node):
         while not self._closing.is_set():
             if self._plot_request.wait(timeout=0.5):
                 self._plot_request.clear()
+                self._render_videos()
                 try:
                     plot_run(self._run)
                 except Exception as exc:  # noqa: BLE001 - a plot must never stop a run
                     self.get_logger().warning(f'plotting failed: {exc}')
+
+    def _render_videos(self):
+        while not self._videos.empty():
+            packed, name, label = self._videos.get()
+            try:
+                (self._run.path / 'videos').mkdir(exist_ok=True)
+                write_episode_video(packed, self._run.path / 'videos' / f'{name}.mp4', label)
+            except Exception as exc:  # noqa: BLE001 - a video must never stop a run
+                self.get_logger().warning(f'video {name} failed: {exc}')
 
     def _publish_markers(self):
         stamp = self.get_clock().now().to_msg()
@@ -212,6 +240,8 @@ class MonitorNode(Node):
         """Flush the recording and redraw the plots (called on shutdown)."""
         self._closing.set()
         self._plotter.join(timeout=10)
+        if self._run is not None:
+            self._render_videos()
         if self._recorder is not None:
             self._recorder.close()
         if self._run is not None:

@@ -9,6 +9,7 @@ from visualization_msgs.msg import MarkerArray
 
 from selfalign_bringup.rundir import RunDir
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
+from selfalign_reward.features import FEATURE_DIM
 from tests.rosproc import NodeProcess, TestNode
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -33,7 +34,9 @@ def test_monitor_writes_metrics_plots_and_recording(tmp_path):
                          and rep_pub.get_subscription_count() >= 2, 20, 'monitor subscriptions')
         for i in range(4):
             ep_pub.publish(Episode(task='push', episode_index=i, env_step=100 * (i + 1),
-                                   success=i >= 2, rewards=[0.5, 0.5], evaluation=i == 3))
+                                   success=i >= 2, rewards=[0.5, 0.5], evaluation=i == 3,
+                                   num_steps=2, feature_dim=FEATURE_DIM,
+                                   features=[0.1] * (2 * FEATURE_DIM)))
         rep_pub.publish(AlignmentReport(update_index=1, env_step=400, status='updated',
                                         param_names=['w_push'], theta_before=[2.0],
                                         theta_after=[12.5], kendall_tau_before=0.1,
@@ -53,3 +56,5 @@ def test_monitor_writes_metrics_plots_and_recording(tmp_path):
     recorded = [m.channel.topic for m in read_ros2_messages(str(run.recording_path))]
     assert recorded.count('/selfalign/episode') == 4
     assert '/selfalign/reward_spec' in recorded
+    assert (run.path / 'videos' / 'eval-400-0.mp4').stat().st_size > 0  # eval episodes only
+    assert len(list((run.path / 'videos').glob('*.mp4'))) == 1
