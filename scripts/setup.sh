@@ -19,8 +19,13 @@ stamp="$venv/.selfalign-requirements.sha256"
 want="$(sha256sum requirements.txt | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing requirements.txt into $venv (a few minutes the first time)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  # (drop only the "Location ... is ignored" noise some pip configs print for every package)
+  quiet_pip() {
+    "$venv/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+    return "${PIPESTATUS[0]}"
+  }
+  quiet_pip install --quiet --disable-pip-version-check --upgrade pip
+  quiet_pip install --quiet --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
 else
   echo "[setup] requirements unchanged"
