@@ -32,6 +32,7 @@ setup(
             'pybullet_bridge = selfalign_bringup.pybullet_bridge:main',
             'train = selfalign_bringup.train:main',
             'monitor_node = selfalign_bringup.monitor_node:main',
+            'reset_node = selfalign_bringup.reset_node:main',
         ],
     },
 )

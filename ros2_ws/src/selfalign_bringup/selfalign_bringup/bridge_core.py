@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from selfalign_bringup.rehearsal import RehearsalConfig
 from selfalign_policy.contract import ActionScale
 from selfalign_reward.tasks import TASKS
 
@@ -61,6 +62,18 @@ class BridgeConfig:
     """Cap on the commanded EE speed (norm), m/s; faster commands are scaled down."""
     gripper_max_width_m: float = _SCALE.gripper_open_m
     """Largest finger width a gripper command may ask for, m."""
+    randomize: bool = False
+    """Domain randomisation per episode (sim.randomization; sensing noise on what is published)."""
+    randomization_file: str = ''
+    """YAML with the ranges ('' = the installed config/domain_randomization.yaml)."""
+    rehearsal_latency_s: float = 0.0
+    """Real-time rehearsal: command latency, s (rehearsal.CommandTimeline)."""
+    rehearsal_latency_jitter_s: float = 0.0
+    """Real-time rehearsal: extra latency U(0, this) per command, s."""
+    rehearsal_period_jitter: float = 0.0
+    """Real-time rehearsal: tick period nominal * (1 + U(-j, j))."""
+    rehearsal_drop_prob: float = 0.0
+    """Real-time rehearsal: probability that a twist command is lost."""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -68,6 +81,13 @@ class BridgeConfig:
     @property
     def control_period_s(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    def rehearsal(self) -> RehearsalConfig:
+        """The injected timing faults (inactive unless a rehearsal_* parameter is set)."""
+        return RehearsalConfig(latency_s=self.rehearsal_latency_s,
+                               latency_jitter_s=self.rehearsal_latency_jitter_s,
+                               period_jitter=self.rehearsal_period_jitter,
+                               drop_prob=self.rehearsal_drop_prob, seed=self.seed)
 
     @property
     def control_period_ns(self) -> int:
@@ -123,6 +143,13 @@ def _check(c: BridgeConfig) -> None:
     if any(lo >= hi for lo, hi in zip(c.ee_workspace_low_m, c.ee_workspace_high_m)):
         fail('ee_workspace_low_m', f'must be < ee_workspace_high_m={c.ee_workspace_high_m} '
              'component-wise (swapped?)')
+    try:
+        rehearsal = c.rehearsal()
+    except ValueError as exc:
+        raise ValueError(f'parameter {str(exc).replace("rehearsal ", "rehearsal_", 1)}') from None
+    if rehearsal.active and c.mode != 'realtime':
+        fail('mode', 'rehearsal_* faults are wall-clock: use mode realtime (lockstep latency is '
+             'domain randomisation: randomize true)')
 
 
 class CommandSafety:

@@ -22,6 +22,15 @@ Parameters:
     ee_workspace_low_m / ee_workspace_high_m (double[3]): EE box, base frame, m.
     max_ee_speed_mps (double, 0.3): EE speed cap (norm).
     gripper_max_width_m (double, 0.08): largest commanded finger width.
+    randomize (bool, false): domain randomisation per episode (sim/randomization.py): dynamics
+        and camera in the world; sensing noise, dropped object poses and image changes on what
+        is published (never on the simulator's state); action noise, latency and period jitter
+        on the commands in lockstep.
+    randomization_file (string, ''): YAML of the ranges ('' = config/domain_randomization.yaml).
+    rehearsal_latency_s, rehearsal_latency_jitter_s (double, 0.0), rehearsal_period_jitter
+        (double, 0.0), rehearsal_drop_prob (double, 0.0): realtime mode only — injected command
+        latency (+ U(0, jitter)), tick-period jitter and lost twists (rehearsal.py); all 0 keeps
+        the plain realtime path.
 
 Subscribes:
     servo_node/delta_twist_cmds (geometry_msgs/TwistStamped): EE linear velocity m/s, base frame.
@@ -69,6 +78,7 @@ from selfalign_bringup.bridge_core import (
     Stepped,
     with_overrides,
 )
+from selfalign_bringup.rehearsal import CommandTimeline
 from selfalign_interfaces.srv import ResetEpisode
 from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as M
@@ -102,6 +112,7 @@ class PyBulletBridge(Node):
 
         self._world = PandaWorld(with_overrides(SimConfig(), self.cfg.sim_overrides()))
         self._core = BridgeCore(self._world, self.cfg)
+        self._init_sim2real()
         self._joint_names = list(self._world.joint_names)
         self._camera_info = (self._world.camera_info(self.cfg.image_size_px)
                              if self.cfg.publish_camera else None)
@@ -129,11 +140,11 @@ class PyBulletBridge(Node):
         if not self._core.lockstep:
             # Wall (steady) clock: with use_sim_time the node clock would follow our own /clock,
             # which only advances when this timer fires.
-            self.create_timer(self.cfg.control_period_s, self._on_tick,
-                              clock=RosClock(clock_type=ClockType.STEADY_TIME))
+            self._timer = self.create_timer(self.cfg.control_period_s, self._on_tick,
+                                            clock=RosClock(clock_type=ClockType.STEADY_TIME))
         self._had_twist = False
 
-        self._publish(self._core.reset(self.cfg.seed), goal=True)
+        self._publish(self._reset_episode(self.cfg.seed), goal=True)
         self.get_logger().info(f'pybullet_bridge ready: {self.cfg}')
 
     def _state_pub(self, msg_type: type, contract_name: str, qos: QoSProfile,
@@ -178,16 +189,85 @@ class PyBulletBridge(Node):
             ('gripper_max_width_m', d.gripper_max_width_m, ParameterDescriptor(
                 type=dbl, read_only=True, floating_point_range=_frange(0.001, 0.2),
                 description='largest finger width a gripper command may ask for, m')),
+            ('randomize', d.randomize, ParameterDescriptor(
+                type=ParameterType.PARAMETER_BOOL, read_only=True,
+                description='domain randomisation per episode (dynamics, sensing noise on the '
+                'published state, camera, actuation); ranges from randomization_file')),
+            ('randomization_file', d.randomization_file, ParameterDescriptor(
+                type=str_t, read_only=True, description="YAML of the randomisation ranges "
+                "('' = the installed config/domain_randomization.yaml)")),
+            ('rehearsal_latency_s', d.rehearsal_latency_s, ParameterDescriptor(
+                type=dbl, read_only=True, floating_point_range=_frange(0.0, 5.0),
+                description='realtime rehearsal: injected command latency, s')),
+            ('rehearsal_latency_jitter_s', d.rehearsal_latency_jitter_s, ParameterDescriptor(
+                type=dbl, read_only=True, floating_point_range=_frange(0.0, 5.0),
+                description='realtime rehearsal: extra latency U(0, this) per command, s')),
+            ('rehearsal_period_jitter', d.rehearsal_period_jitter, ParameterDescriptor(
+                type=dbl, read_only=True, floating_point_range=_frange(0.0, 0.49),
+                description='realtime rehearsal: tick period x (1 + U(-j, j))')),
+            ('rehearsal_drop_prob', d.rehearsal_drop_prob, ParameterDescriptor(
+                type=dbl, read_only=True, floating_point_range=_frange(0.0, 0.99),
+                description='realtime rehearsal: probability that a twist is lost')),
         ]
         values = {}
         for name, default, desc in specs:
             values[name] = self.declare_parameter(name, default, desc).value
         return BridgeConfig.from_dict(values)
 
+    # ------------------------------------------------------------------ sim-to-real
+    def _init_sim2real(self) -> None:
+        """Domain randomisation and the real-time rehearsal (both off by default)."""
+        self._rand_cfg = None
+        self._sensor = None
+        self._actuation = None
+        self._timeline = None
+        if self.cfg.randomize:
+            from selfalign_bringup.sim.randomization import RandomizationConfig
+            from selfalign_bringup.wiring import config_dir
+
+            path = self.cfg.randomization_file or str(config_dir() / 'domain_randomization.yaml')
+            cfg = RandomizationConfig.from_yaml(path, self.cfg.task)
+            self._rand_cfg = RandomizationConfig(**{**cfg.__dict__, 'enabled': True})
+        rehearsal = self.cfg.rehearsal()
+        if rehearsal.active:
+            self._timeline = CommandTimeline(rehearsal, self.cfg.control_period_s,
+                                             self.cfg.gripper_max_width_m)
+            self._grip_pending = float(self.cfg.gripper_max_width_m)
+            self._last_tick_s = time.monotonic()
+
+    def _reset_episode(self, seed: int) -> Stepped:
+        """core.reset, then this episode's randomisation (dynamics, camera, noise models)."""
+        stepped = self._core.reset(seed)
+        if self._timeline is not None:
+            self._timeline.reset(self.cfg.gripper_max_width_m)
+            self._grip_pending = float(self.cfg.gripper_max_width_m)
+        if self._rand_cfg is not None:
+            from selfalign_bringup.sim.randomization import (
+                ActuationModel,
+                apply_to_world,
+                episode_rng,
+                sample_episode,
+                SensorModel,
+            )
+
+            seed = self._core.episode_seed
+            rng = episode_rng(seed)
+            ep = sample_episode(self._rand_cfg, seed, self._world.cfg, rng)
+            apply_to_world(self._world, ep)
+            self._sensor = SensorModel(ep, self.cfg.control_period_s, rng)
+            self._actuation = ActuationModel(ep, self.cfg.control_period_s,
+                                             self.cfg.max_ee_speed_mps,
+                                             self.cfg.gripper_max_width_m, rng)
+        return stepped
+
     # ------------------------------------------------------------------ callbacks
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         try:
-            self._core.on_gripper(M.gripper_width(msg))
+            width = M.gripper_width(msg)
+            if self._timeline is not None:  # travels with the next twist, with its latency
+                self._grip_pending = self._core.safety.width(width)
+                return
+            self._core.on_gripper(width)
         except ValueError as e:
             self.get_logger().warn(f'ignored gripper command: {e}', throttle_duration_sec=2.0)
 
@@ -198,12 +278,27 @@ class PyBulletBridge(Node):
             self.get_logger().warn(f'ignored twist: {e}', throttle_duration_sec=2.0)
             return
         self._had_twist = True
+        if self._timeline is not None:
+            self._timeline.add(v, self._grip_pending, time.monotonic())
+            return
+        if self._actuation is not None and self._core.lockstep:
+            v, width = self._actuation.command(v, self._core.finger_width_command_m)
+            self._core.on_gripper(width)
         stepped = self._core.on_twist(v, time.monotonic())
         if stepped is not None:
             self._publish(stepped)
 
     def _on_tick(self) -> None:
-        stepped = self._core.tick(time.monotonic())
+        now = time.monotonic()
+        if self._timeline is not None:
+            # Rehearsal: what acted over the last (jittered) wall period, latency included.
+            v, width, effective_s = self._timeline.integrate(self._last_tick_s, now)
+            self._last_tick_s = now
+            self._core.on_gripper(width)
+            if effective_s is not None:
+                self._core.on_twist(v, effective_s)
+            self._timer.timer_period_ns = int(self._timeline.next_period_s() * 1e9)
+        stepped = self._core.tick(now)
         if stepped is not None:
             if stepped.stale and self._had_twist:
                 self.get_logger().warn(
@@ -214,7 +309,7 @@ class PyBulletBridge(Node):
     def _on_reset(self, request: ResetEpisode.Request,
                   response: ResetEpisode.Response) -> ResetEpisode.Response:
         try:
-            stepped = self._core.reset(int(request.seed))
+            stepped = self._reset_episode(int(request.seed))
         except Exception as e:  # noqa: BLE001 - report the failure to the caller, keep running
             response.success = False
             response.message = f'reset failed: {e}'
@@ -234,8 +329,12 @@ class PyBulletBridge(Node):
         """Publish every state topic once with the step's stamp; returns the messages."""
         r, stamp = s.result, M.ns_to_stamp(s.stamp_ns)
         raw = r.raw
-        joints = M.joint_state_msg(self._joint_names, r.joint_positions, r.joint_velocities,
-                                   r.joint_efforts, stamp)
+        q, qd, tau = r.joint_positions, r.joint_velocities, r.joint_efforts
+        object_fresh = True
+        if self._sensor is not None:  # what a real driver would report (sim state untouched)
+            raw, object_fresh = self._sensor.perturb_raw(raw, reset=goal)
+            q, qd, tau = self._sensor.perturb_joints(q, qd, tau)
+        joints = M.joint_state_msg(self._joint_names, q, qd, tau, stamp)
         ee = M.pose_msg(raw['ee_pos'], raw['ee_quat'], stamp)
         force, torque = fingertip_wrench(raw)
         wrench = M.wrench_msg(force, torque, stamp)
@@ -246,14 +345,17 @@ class PyBulletBridge(Node):
             self._pub_goal.publish(goal_msg)
         if self._camera_info is not None:
             info = self._camera_info
-            self._pub_image.publish(M.image_msg(self._world.render_rgb(self.cfg.image_size_px),
-                                                stamp, info['frame_id']))
+            rgb = self._world.render_rgb(self.cfg.image_size_px)
+            if self._sensor is not None:
+                rgb = self._sensor.image(rgb)
+            self._pub_image.publish(M.image_msg(rgb, stamp, info['frame_id']))
             self._pub_info.publish(M.camera_info_msg(info['width'], info['height'], info['K'],
                                                      stamp, info['frame_id']))
         self._pub_joints.publish(joints)
         self._pub_ee.publish(ee)
         self._pub_wrench.publish(wrench)
-        self._pub_object.publish(obj)
+        if object_fresh:  # a dropped tracker message: the last one stays the latest
+            self._pub_object.publish(obj)
         self._pub_clock.publish(Clock(clock=stamp))
         return joints, ee, wrench, obj, goal_msg
 

@@ -24,12 +24,24 @@ Parameters:
     device (string, 'cpu'): DrQ-v2 hyper-parameters (see config.py).
     state_timeout_s (double, 2.0): warn (throttled) when the robot is silent this long.
     stats_every_updates (int, 100): publish update metrics every this many updates.
+    deploy (bool, false): inference only — load ``checkpoint``, act deterministically (the
+        actor mean: no exploration, no training) on a steady timer at control_rate_hz from the
+        latest observations, every command through ``safety.SafetyLayer`` (e-stop latch,
+        observation watchdog, speed, workspace box, gripper force).
+    checkpoint (string, ''): deploy: checkpoint file ('' = <run_dir>/checkpoint.pt).
+    control_rate_hz (double, 10.0): deploy: command rate.
+    deploy_episodes (int, 0): deploy: episodes to run, then hold (0 = until shutdown).
+    deploy_stop_on_success (bool, true): deploy: end an episode once the task succeeded.
+    safety_workspace_low_m / safety_workspace_high_m (double[3]): deploy: EE box, base frame.
+    safety_max_ee_speed_mps (double, 0.3), safety_max_gripper_force_n (double, 15.0),
+    observation_timeout_s (double, 0.3): deploy: safety limits (see safety.SafetyConfig).
 
 Subscribes:
     /joint_states (sensor_msgs/JointState), /ee_pose, /object_pose (geometry_msgs/PoseStamped),
     /ee_wrench (geometry_msgs/WrenchStamped), /camera/image_raw (sensor_msgs/Image, pixels only):
     best effort (REP-2003).
     /selfalign/reward_spec (selfalign_interfaces/RewardSpec, reliable + transient local).
+    /selfalign/estop (std_msgs/Bool, reliable; deploy): true latches the e-stop at once.
 
 Publishes:
     /servo_node/delta_twist_cmds (geometry_msgs/TwistStamped), /gripper_controller/commands
@@ -39,6 +51,10 @@ Publishes:
 
 Calls:
     /selfalign/reset_episode (selfalign_interfaces/srv/ResetEpisode).
+
+Services (deploy):
+    /selfalign/estop_release (std_srvs/Trigger): clears the e-stop latch when the last
+        /selfalign/estop message was false; the next episode starts with a reset.
 """
 
 from __future__ import annotations
@@ -46,17 +62,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import threading
+import time
 from typing import Any
 
 from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
 
 from selfalign_interfaces.msg import Episode, RewardSpec
 from selfalign_interfaces.srv import ResetEpisode
@@ -64,6 +84,13 @@ from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as cm
 from selfalign_policy.config import ConfigError, DrQV2Config
 from selfalign_policy.robot_env import EnvStoppedError, RobotContractEnv, StateSync
+from selfalign_policy.safety import (
+    DeployedPolicy,
+    ObservationWatchdog,
+    RobotState,
+    SafetyConfig,
+    SafetyLayer,
+)
 from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, EpisodeData, Trainer
 from selfalign_reward import features as F
 from selfalign_reward import tasks
@@ -72,6 +99,8 @@ from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.msgs import episode_to_msg, spec_from_msg
 
 POLICY_STATS = '/selfalign/policy_stats'
+ESTOP = '/selfalign/estop'
+ESTOP_RELEASE = '/selfalign/estop_release'
 _LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -107,17 +136,18 @@ class PolicyNode(Node):
         self._pub_episode = self.create_publisher(Episode, C.EPISODE, _RELIABLE)
         self._pub_stats = self.create_publisher(String, POLICY_STATS, _RELIABLE)
         sensor = qos_profile_sensor_data
+        self.watchdog = ObservationWatchdog(self.sync.kinds)
         self.create_subscription(JointState, C.JOINT_STATES,
-                                 lambda m: self.sync.put('joint_states', m), sensor)
+                                 lambda m: self._on_state('joint_states', m), sensor)
         self.create_subscription(PoseStamped, C.EE_POSE,
-                                 lambda m: self.sync.put('ee_pose', m), sensor)
+                                 lambda m: self._on_state('ee_pose', m), sensor)
         self.create_subscription(PoseStamped, C.OBJECT_POSE,
-                                 lambda m: self.sync.put('object_pose', m), sensor)
+                                 lambda m: self._on_state('object_pose', m), sensor)
         self.create_subscription(WrenchStamped, C.EE_WRENCH,
-                                 lambda m: self.sync.put('ee_wrench', m), sensor)
+                                 lambda m: self._on_state('ee_wrench', m), sensor)
         if p['obs'] == 'pixels':
             self.create_subscription(Image, C.CAMERA_IMAGE,
-                                     lambda m: self.sync.put('image', m), sensor)
+                                     lambda m: self._on_state('image', m), sensor)
         self.create_subscription(RewardSpec, C.REWARD_SPEC, self._on_spec, _LATCHED)
         self._reset_client = self.create_client(ResetEpisode, C.RESET_EPISODE)
         if p['reward_source'] == 'oracle':
@@ -129,7 +159,14 @@ class PolicyNode(Node):
             should_stop=self._stop.is_set)
         self.get_logger().info(f'policy_node: {json.dumps(p)}; config {self.cfg.to_dict()}')
         self._worker = threading.Thread(target=self._train, name='drqv2', daemon=True)
-        self._worker.start()
+        if p['deploy']:
+            self._init_deploy()
+        else:
+            self._worker.start()
+
+    def _on_state(self, kind: str, msg: Any) -> None:
+        self.sync.put(kind, msg)
+        self.watchdog.put(kind, cm.stamp_ns(msg.header.stamp), time.monotonic())
 
     # ------------------------------------------------------------------ parameters
     def _declare_all(self) -> dict[str, Any]:
@@ -164,6 +201,26 @@ class PolicyNode(Node):
                                            'long, s', 0.05, 600.0)),
             ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
                                                10**6, True)),
+            ('deploy', False, _desc('inference only: load checkpoint, deterministic actions, '
+                                    'no training, safety layer on, e-stop and watchdog')),
+            ('checkpoint', '', _desc("deploy: checkpoint file ('' = <run_dir>/checkpoint.pt)")),
+            ('control_rate_hz', 10.0, _desc('deploy: command rate, Hz', 1.0, 1000.0)),
+            ('deploy_episodes', 0, _desc('deploy: episodes to run, then hold (0 = forever)', 0,
+                                         10**9, True)),
+            ('deploy_stop_on_success', True, _desc('deploy: end an episode once the task '
+                                                   'succeeded (hold steps met)')),
+            ('safety_workspace_low_m', [0.30, -0.30, 0.015],
+             _desc('deploy: lower corner (x, y, z) of the EE box, base frame, m')),
+            ('safety_workspace_high_m', [0.75, 0.30, 0.40],
+             _desc('deploy: upper corner (x, y, z) of the EE box, base frame, m')),
+            ('safety_max_ee_speed_mps', 0.3, _desc('deploy: EE speed cap (norm), m/s', 0.001,
+                                                   2.0)),
+            ('safety_max_gripper_force_n', 15.0, _desc('deploy: per-pad contact force above '
+                                                       'which the gripper stops closing, N',
+                                                       0.01, 1000.0)),
+            ('observation_timeout_s', 0.3, _desc('deploy: watchdog, stop the arm when the '
+                                                 'newest observation is older, s', 0.001,
+                                                 60.0)),
         ]
         p = {name: self.declare_parameter(name, default, d).value for name, default, d in specs}
         for name, allowed in (('task', tuple(tasks.TASKS)), ('obs', ('state', 'pixels')),
@@ -280,6 +337,203 @@ class PolicyNode(Node):
             log.fatal(f'training failed: {type(exc).__name__}: {exc}')
             raise
 
+    # ------------------------------------------------------------------ deploy mode
+    def _init_deploy(self) -> None:
+        """Inference only: policy from the checkpoint, safety layer, e-stop, control timer."""
+        import torch
+
+        p = self._p
+        torch.set_num_threads(1)
+        path = p['checkpoint'] or (str(Path(p['run_dir']) / CHECKPOINT_NAME)
+                                   if p['run_dir'] else '')
+        if not path:
+            raise ValueError('deploy: set parameter checkpoint (or run_dir) to the trained '
+                             'checkpoint.pt')
+        if not Path(path).is_file():
+            raise ValueError(f'deploy: checkpoint {path!r} does not exist; pass the file the '
+                             'trainer wrote (<run_dir>/checkpoint.pt)')
+        self.policy = DeployedPolicy(path, device='cpu')
+        period = 1.0 / float(p['control_rate_hz'])
+        try:
+            self.safety = SafetyLayer(SafetyConfig(
+                workspace_low_m=tuple(p['safety_workspace_low_m']),
+                workspace_high_m=tuple(p['safety_workspace_high_m']),
+                max_ee_speed_mps=p['safety_max_ee_speed_mps'],
+                max_gripper_force_n=p['safety_max_gripper_force_n'],
+                observation_timeout_s=p['observation_timeout_s'], control_period_s=period))
+        except ValueError as exc:
+            raise ValueError(f'deploy: bad safety parameter: {exc}') from None
+        self._cmd_lock = threading.Lock()  # a stop published by the e-stop is never overtaken
+        self._estop_msg = False
+        self._dep: dict[str, Any] = {'phase': 'reset', 'future': None, 'episodes': 0,
+                                     'seed': int(p['seed']), 'sent_at': 0.0}
+        safety_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Bool, ESTOP, self._on_estop, _RELIABLE,
+                                 callback_group=safety_group)
+        self.create_service(Trigger, ESTOP_RELEASE, self._on_estop_release,
+                            callback_group=safety_group)
+        self._deploy_timer = self.create_timer(
+            period, self._deploy_tick, callback_group=MutuallyExclusiveCallbackGroup(),
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(f'deploy: policy from {path} (trained {self.policy.env_step} env '
+                               f'steps), {p["control_rate_hz"]} Hz, {self.safety.cfg}')
+
+    def _send_stop(self) -> None:
+        """Zero twist, no gripper command (the gripper holds its last target)."""
+        self._pub_twist.publish(cm.twist_msg(np.zeros(3), self.get_clock().now().nanoseconds))
+
+    def _on_estop(self, msg: Bool) -> None:
+        self._estop_msg = bool(msg.data)
+        if not msg.data:
+            return
+        with self._cmd_lock:
+            first = not self.safety.estop_latched
+            self.safety.engage_estop('estop topic')
+            self._send_stop()
+        if first:
+            self._dep['phase'] = 'estopped'
+            self.get_logger().error(f'E-STOP on {ESTOP}: arm stopped; call {ESTOP_RELEASE} '
+                                    'after the e-stop is cleared (false) to continue')
+            self._publish_stats({'kind': 'estop', 'engaged': True})
+
+    def _on_estop_release(self, request: Trigger.Request,
+                          response: Trigger.Response) -> Trigger.Response:
+        if self._estop_msg:
+            response.success = False
+            response.message = f'{ESTOP} is still true: clear it (publish false) first'
+            return response
+        with self._cmd_lock:
+            self.safety.release_estop()
+            self._dep.update(phase='reset', future=None)
+        response.success = True
+        response.message = 'e-stop released; the next episode starts with a reset'
+        self.get_logger().warning(response.message)
+        self._publish_stats({'kind': 'estop', 'engaged': False})
+        return response
+
+    def _robot_state(self, out: Any) -> RobotState:
+        raw = out.raw
+        return RobotState(np.asarray(raw['ee_pos'], np.float64), float(raw['finger_width']),
+                          np.array([raw['force_left'], raw['force_right']], np.float64))
+
+    def _act_and_send(self, out: Any, msgs: dict[str, Any] | None) -> None:
+        """Deterministic action on ``out`` -> safety -> publish; remembers the action."""
+        if self.env.obs_mode == 'pixels':
+            frame = np.ascontiguousarray(cm.image_array(msgs['image']).transpose(2, 0, 1))
+        else:
+            frame = out.observation
+        action = self.policy.act(frame)
+        velocity, width = C.action_to_command(action, self.env.action_scale)
+        with self._cmd_lock:
+            cmd = self.safety.filter(velocity, width, self._robot_state(out),
+                                     self.watchdog.age_s(time.monotonic()))
+            if cmd.stopped:
+                self._send_stop()
+            else:
+                if cmd.finger_width_m is not None:
+                    self._pub_grip.publish(cm.gripper_msg(cmd.finger_width_m))
+                self._pub_twist.publish(cm.twist_msg(cmd.velocity_mps,
+                                                     self.get_clock().now().nanoseconds))
+        self._dep['action'] = action
+
+    def _deploy_tick(self) -> None:
+        d, log = self._dep, self.get_logger()
+        if d['phase'] in ('done', 'estopped') or self.safety.estop_latched:
+            with self._cmd_lock:
+                self._send_stop()
+            return
+        if d['phase'] == 'reset':
+            self._deploy_reset()
+            return
+        now = time.monotonic()
+        if self.safety.is_stale(self.watchdog.age_s(now)):
+            with self._cmd_lock:
+                self.safety.filter(np.zeros(3), 0.0, None, None)  # counts the intervention
+                self._send_stop()
+            log.warning(f'observations stale (> {self.safety.cfg.observation_timeout_s} s): arm '
+                        'stopped until the driver publishes again', throttle_duration_sec=2.0)
+            return
+        msgs = self.sync.wait_newer(-1, 0.0)
+        if msgs is None:
+            return
+        out = self.env.builder.step(self.env._snapshot(msgs), d['action'])
+        d['features'].append(out.packed)
+        d['actions'].append(d['action'])
+        d['flags'].append(bool(tasks.step_condition(self._p['task'], out.features)[0]))
+        task = self._p['task']
+        ep = np.stack(d['features'])
+        success = bool(tasks.episode_success(task, F.unpack(ep)))
+        if len(ep) >= tasks.get_task(task).episode_steps or (
+                success and self._p['deploy_stop_on_success']):
+            self._deploy_finish(ep, success)
+            return
+        self._act_and_send(out, msgs)
+
+    def _deploy_reset(self) -> None:
+        d = self._dep
+        with self._cmd_lock:
+            self._send_stop()
+        if d['future'] is None:
+            if not self._reset_client.service_is_ready():
+                self.get_logger().warning(f'deploy: waiting for {C.RESET_EPISODE}',
+                                          throttle_duration_sec=5.0)
+                return
+            d['future'] = self._reset_client.call_async(ResetEpisode.Request(seed=d['seed']))
+            d['sent_at'] = time.monotonic()
+            return
+        if not d['future'].done():
+            if time.monotonic() - d['sent_at'] > 120.0:  # hardware resets may take a while
+                d['future'].cancel()
+                d['future'] = None
+            return
+        reply, d['future'] = d['future'].result(), None
+        if reply is None or not reply.success:
+            self.get_logger().warning(f'deploy: reset failed ({getattr(reply, "message", "")}); '
+                                      'retrying', throttle_duration_sec=5.0)
+            return
+        msgs = {'joint_states': reply.joint_state, 'ee_pose': reply.ee_pose,
+                'object_pose': reply.object_pose, 'ee_wrench': reply.ee_wrench}
+        goal, _ = cm.pose_arrays(reply.goal_pose)
+        out = self.env.builder.reset(self.env._snapshot(msgs), goal, reply.block_rest_z)
+        self.policy.reset()
+        d.update(phase='run', features=[], actions=[], flags=[], episode_seed=int(reply.seed),
+                 action=np.zeros(C.ACTION_DIM, np.float32), t0=time.monotonic())
+        img = None
+        if self.env.obs_mode == 'pixels':
+            img = self.sync.wait_newer(-1, 0.0)
+            if img is None:
+                return  # no image yet: the first tick acts
+        self._act_and_send(out, img)
+
+    def _deploy_finish(self, ep: np.ndarray, success: bool) -> None:
+        d, p = self._dep, self._p
+        with self._cmd_lock:
+            self._send_stop()
+        with self._reward_lock:
+            fn, version = self._reward_fn, self._reward_version
+        rewards = (np.asarray(fn(ep), np.float32) if fn is not None
+                   else np.zeros(len(ep), np.float32))
+        data = EpisodeData(task=p['task'], features=ep.astype(np.float32),
+                           actions=np.stack(d['actions']).astype(np.float32), rewards=rewards,
+                           success_flags=np.asarray(d['flags'], bool), success=success,
+                           block_rest_z=float(self.env.builder.block_rest_z),
+                           seed=d['episode_seed'], episode_index=d['episodes'], env_step=0,
+                           reward_version=version, evaluation=True,
+                           extra={'return': float(rewards.sum())})
+        msg = episode_to_msg(EpisodeRecord(**data.record_fields()))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._pub_episode.publish(msg)
+        self._publish_stats({'kind': 'deploy_episode', 'episode_index': d['episodes'],
+                             'seed': d['episode_seed'], 'success': success, 'steps': len(ep),
+                             'wall_s': time.monotonic() - d['t0'],
+                             'interventions': dict(self.safety.interventions)})
+        d['episodes'] += 1
+        d['seed'] = -1  # the driver's own sequence from here on
+        more = p['deploy_episodes'] == 0 or d['episodes'] < p['deploy_episodes']
+        d['phase'] = 'reset' if more else 'done'
+        if not more:
+            self._publish_stats({'kind': 'done', 'deploy_episodes': d['episodes']})
+
     def close(self) -> None:
         """Stop training and write a final checkpoint (Ctrl-C, or the embedded runner's end).
 
@@ -288,6 +542,13 @@ class PolicyNode(Node):
         fresh episode from these counters.
         """
         self._stop.set()
+        if self._p['deploy']:  # inference only: stop the arm, nothing to save
+            try:
+                with self._cmd_lock:
+                    self._send_stop()
+            except Exception:  # noqa: BLE001 - the context may already be shut down
+                pass
+            return
         self._worker.join(timeout=30.0)
         trainer = getattr(self, 'trainer', None)
         if self._worker.is_alive() or trainer is None or not self._p['run_dir']:
