@@ -195,3 +195,24 @@ def test_reset_node_drives_home_through_the_contract_and_waits_for_an_operator()
         finally:
             operator.stop()
             bridge.stop()
+
+
+def test_deploy_plan_external_driver_and_rehearsal(tmp_path):
+    from selfalign_bringup.wiring import ConfigError, deploy_plan, DeployArgs
+
+    ext = deploy_plan(DeployArgs(checkpoint='/x/checkpoint.pt', reset_mode='operator'))
+    assert [p.name for p in ext] == ['policy_node', 'reset_node']
+    pol = ext[0].parameters
+    assert pol['deploy'] is True and pol['checkpoint'] == '/x/checkpoint.pt'
+    assert pol['use_sim_time'] is False and 'run_dir' not in pol
+    assert ('/object_pose', '/object_tracker/pose') in ext[0].remappings
+    assert ext[1].parameters['mode'] == 'operator'
+    sim = deploy_plan(DeployArgs(checkpoint='c.pt', driver='pybullet',
+                                 rehearsal_latency_s=0.05, randomize=True))
+    assert [p.name for p in sim] == ['policy_node', 'pybullet_bridge']
+    assert sim[1].parameters['mode'] == 'realtime' and sim[1].parameters['randomize'] is True
+    assert sim[1].parameters['rehearsal_latency_s'] == 0.05 and not sim[0].remappings
+    with pytest.raises(ConfigError, match='checkpoint'):
+        deploy_plan(DeployArgs())
+    with pytest.raises(ConfigError, match='driver:=pybullet'):
+        deploy_plan(DeployArgs(checkpoint='c.pt', rehearsal_latency_s=0.05))

@@ -204,3 +204,78 @@ def ros_args(node: NodePlan, params_path: str | os.PathLike) -> list[str]:
 
 def to_dict(args: Args) -> dict[str, Any]:
     return asdict(args)
+
+
+# ------------------------------------------------------------------------------ deployment
+#: deploy.launch.py argument -> help text.
+DEPLOY_ARG_HELP: dict[str, str] = {
+    'task': 'touch | grasp_lift | push',
+    'checkpoint': 'trained checkpoint.pt (required)',
+    'driver': 'external: a real arm speaking the contract (remaps from '
+              'config/external_driver.yaml) | pybullet: rehearse on the realtime sim bridge',
+    'obs': 'policy observations: state | pixels (as trained)',
+    'reset_mode': 'external driver: reset_node mode, scripted (home motion) | operator',
+    'episodes': 'episodes to run, then hold (0 = until shutdown)',
+    'rehearsal_latency_s': 'driver:=pybullet: injected command latency, s',
+    'randomize': 'driver:=pybullet: domain randomisation in the bridge',
+}
+
+
+@dataclass(frozen=True)
+class DeployArgs:
+    """Arguments of ``deploy.launch.py`` (see ``DEPLOY_ARG_HELP``)."""
+
+    task: str = 'touch'
+    checkpoint: str = ''
+    driver: str = 'external'
+    obs: str = 'state'
+    reset_mode: str = 'scripted'
+    episodes: int = 0
+    rehearsal_latency_s: float = 0.0
+    randomize: bool = False
+
+    def validate(self) -> DeployArgs:
+        choices = {'task': tuple(TASK_CONFIGS), 'obs': OBS_KINDS, 'driver': DRIVERS,
+                   'reset_mode': ('scripted', 'operator')}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f'{name}:={getattr(self, name)!r} is not valid; use one of '
+                                  f'{list(allowed)}')
+        if not self.checkpoint:
+            raise ConfigError('checkpoint:=<run_dir>/checkpoint.pt is required to deploy')
+        if self.driver == 'external' and (self.rehearsal_latency_s or self.randomize):
+            raise ConfigError('rehearsal_latency_s / randomize act on the sim bridge only; use '
+                              'driver:=pybullet to rehearse')
+        return self
+
+
+def deploy_plan(args: DeployArgs, directory: Path | None = None) -> list[NodePlan]:
+    """Nodes of a deployment: policy_node (deploy: inference only, safety layer on) and either
+    reset_node (driver:=external, hardware resets) or the realtime pybullet_bridge (rehearsal).
+    Real time everywhere (no /clock); the policy's parameters come from config/<task>.yaml's
+    policy_node block (network sizes must match the checkpoint's) with the deploy overrides."""
+    args.validate()
+    directory = directory or config_dir()
+    task_cfg = _load_yaml(directory / TASK_CONFIGS[args.task])
+    shared = {'task': args.task, 'use_sim_time': False}
+    policy = {**task_cfg.get('/**', {}), **task_cfg.get('policy_node', {}), **shared,
+              'deploy': True, 'checkpoint': args.checkpoint, 'obs': args.obs,
+              'mode': 'realtime', 'deploy_episodes': int(args.episodes)}
+    policy.pop('run_dir', None)
+    remaps: list[tuple[str, str]] = []
+    plans = []
+    if args.driver == 'external':
+        table = yaml.safe_load((directory / 'external_driver.yaml').read_text()) or {}
+        remaps = [(str(k), str(v)) for k, v in (table.get('remappings') or {}).items()]
+        plans.append(NodePlan('reset_node', 'selfalign_bringup', 'reset_node',
+                              {'mode': args.reset_mode, 'use_sim_time': False}, list(remaps)))
+    else:
+        bridge = {**task_cfg.get('/**', {}), **task_cfg.get('pybullet_bridge', {}), **shared,
+                  'mode': 'realtime', 'publish_camera': args.obs == 'pixels',
+                  'rehearsal_latency_s': float(args.rehearsal_latency_s),
+                  'randomize': bool(args.randomize)}
+        bridge.pop('run_dir', None)
+        plans.append(NodePlan('pybullet_bridge', 'selfalign_bringup', 'pybullet_bridge', bridge))
+    plans.insert(0, NodePlan('policy_node', 'selfalign_policy', 'policy_node', policy,
+                             list(remaps)))
+    return plans

@@ -1,0 +1,45 @@
+"""Deploy a trained policy on a real arm (driver:=external, default) or rehearse on the sim.
+
+ros2 launch selfalign_bringup deploy.launch.py checkpoint:=runs/<run>/checkpoint.pt
+    [task:=touch driver:=external|pybullet reset_mode:=scripted|operator obs:=state|pixels
+     episodes:=0 rehearsal_latency_s:=0.05 randomize:=false]
+
+policy_node runs inference only (deploy: deterministic actor, steady timer, safety layer,
+/selfalign/estop, observation watchdog); reset_node serves /selfalign/reset_episode on hardware.
+The nodes and parameters come from ``selfalign_bringup.wiring.deploy_plan``.
+"""
+
+from dataclasses import fields
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from selfalign_bringup.wiring import DEPLOY_ARG_HELP, deploy_plan, DeployArgs
+
+
+def _nodes(context):
+    raw = {f.name: LaunchConfiguration(f.name).perform(context) for f in fields(DeployArgs)}
+    args = DeployArgs(task=raw['task'], checkpoint=raw['checkpoint'], driver=raw['driver'],
+                      obs=raw['obs'], reset_mode=raw['reset_mode'],
+                      episodes=int(raw['episodes']),
+                      rehearsal_latency_s=float(raw['rehearsal_latency_s']),
+                      randomize=raw['randomize'].lower() in ('true', '1', 'yes', 'on'))
+    actions = [LogInfo(msg=f'selfalign deploy: {args}')]
+    for node in deploy_plan(args):
+        actions.append(Node(package=node.package, executable=node.executable, name=node.name,
+                            parameters=[node.parameters], remappings=node.remappings,
+                            output='screen', emulate_tty=True))
+    return actions
+
+
+def generate_launch_description():
+    defaults = DeployArgs()
+    declared = []
+    for f in fields(DeployArgs):
+        value = getattr(defaults, f.name)
+        default = str(value).lower() if isinstance(value, bool) else str(value)
+        declared.append(DeclareLaunchArgument(f.name, default_value=default,
+                                              description=DEPLOY_ARG_HELP[f.name]))
+    return LaunchDescription(declared + [OpaqueFunction(function=_nodes)])
