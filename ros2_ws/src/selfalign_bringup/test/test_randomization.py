@@ -153,3 +153,33 @@ def test_image_brightness_contrast_and_actuation_latency():
     act = ActuationModel(e, 0.1, 1.0, -1.0)
     v, g = act.command(np.array([1.0, 0, 0]), 1.0)
     assert v[0] == pytest.approx(0.5) and g == 1.0  # half a period of the previous (zero)
+
+
+@pytest.mark.ros
+def test_bridge_randomizes_what_it_publishes_seeded_per_episode():
+    """The real bridge process: randomize true changes the reported object pose (noise), the
+    same seed gives the same report, the goal (not a sensor) is untouched."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
+    from selfalign_interfaces.srv import ResetEpisode
+    from selfalign_policy import contract_msgs as cm
+    from tests.rosproc import NodeProcess, TestNode
+
+    def resets(params):
+        with NodeProcess('selfalign_bringup', 'pybullet_bridge', params=params) as bridge, \
+                TestNode('rand_probe') as probe:
+            try:
+                out = [probe.call(ResetEpisode, '/selfalign/reset_episode',
+                                  ResetEpisode.Request(seed=s), timeout_s=30) for s in (5, 5)]
+            except TimeoutError:
+                raise AssertionError(bridge.output()[-3000:]) from None
+        return [(cm.pose_arrays(r.object_pose)[0], cm.pose_arrays(r.goal_pose)[0],
+                 cm.pose_arrays(r.ee_pose)[0]) for r in out]
+
+    plain = resets({})
+    noisy = resets({'randomize': True})
+    assert np.array_equal(noisy[0][0], noisy[1][0])  # seeded: same episode, same report
+    assert not np.array_equal(noisy[0][0], plain[0][0])  # tracker noise on the report
+    assert np.abs(noisy[0][0] - plain[0][0]).max() < 0.02
+    assert np.array_equal(noisy[0][1], plain[0][1])  # the goal is not a sensor reading
+    assert not np.array_equal(noisy[0][2], plain[0][2])  # EE pose noise
