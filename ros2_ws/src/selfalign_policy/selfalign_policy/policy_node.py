@@ -453,8 +453,8 @@ class PolicyNode(Node):
             log.warning(f'observations stale (> {self.safety.cfg.observation_timeout_s} s): arm '
                         'stopped until the driver publishes again', throttle_duration_sec=2.0)
             return
-        msgs = self.sync.wait_newer(-1, 0.0)
-        if msgs is None:
+        msgs = self.sync.wait_newer(d['reset_ns'] - 1, 0.0)
+        if msgs is None:  # still the previous episode's messages: wait for this one's
             return
         out = self.env.builder.step(self.env._snapshot(msgs), d['action'])
         d['features'].append(out.packed)
@@ -497,7 +497,8 @@ class PolicyNode(Node):
         out = self.env.builder.reset(self.env._snapshot(msgs), goal, reply.block_rest_z)
         self.policy.reset()
         d.update(phase='run', features=[], actions=[], flags=[], episode_seed=int(reply.seed),
-                 action=np.zeros(C.ACTION_DIM, np.float32), t0=time.monotonic())
+                 action=np.zeros(C.ACTION_DIM, np.float32), t0=time.monotonic(),
+                 reset_ns=cm.stamp_ns(reply.ee_pose.header.stamp))
         img = None
         if self.env.obs_mode == 'pixels':
             img = self.sync.wait_newer(-1, 0.0)
