@@ -36,6 +36,7 @@ DR_YAML = ROOT / 'ros2_ws' / 'src' / 'selfalign_bringup' / 'config' / 'domain_ra
 ENV_IDS = {'touch': 'SelfAlign/Touch-v0', 'push': 'SelfAlign/Push-v0'}
 VARIANTS = ('nominal', 'randomized')
 LATENCIES_MS = (0, 50, 100)
+VIRTUAL_LATENCIES_MS = (0, 50, 100, 200)
 PERIOD_S = 0.1
 
 
@@ -100,8 +101,9 @@ def train(task: str, variant: str, steps: int, seed: int) -> None:
 
 # ---------------------------------------------------------------------------------- eval (gym)
 def evaluate_gym(task: str, variant: str, latency_ms: float | None, episodes: int,
-                 seed: int = 0) -> dict:
-    """Nominal scene; latency None = lockstep, else virtual real-time rehearsal."""
+                 seed: int = 0, randomized_scene: bool = False) -> dict:
+    """Nominal scene (or the randomised one); latency None = lockstep, else virtual real-time
+    rehearsal."""
     import gymnasium as gym
     import torch
 
@@ -112,6 +114,10 @@ def evaluate_gym(task: str, variant: str, latency_ms: float | None, episodes: in
     torch.set_num_threads(1)
     policy = DeployedPolicy(ckpt_path(task, variant))
     env = gym.make(ENV_IDS[task]).unwrapped
+    if randomized_scene:
+        from selfalign_bringup.sim.randomization import RandomizationConfig, RandomizedEnv
+        cfg = RandomizationConfig.from_yaml(DR_YAML, task)
+        env = RandomizedEnv(env, RandomizationConfig(**{**cfg.__dict__, 'enabled': True}))
     rng = np.random.default_rng([seed, int(latency_ms or 0)])
     wins = []
     for j in range(episodes):
@@ -141,8 +147,8 @@ def table() -> None:
         if not rows:
             continue
         print(f'\n### {task}: success rate (episodes per cell in brackets)\n')
-        cols = [('lockstep', 'lockstep')]
-        cols += [(f'virtual {ms} ms', f'virtual{ms}') for ms in LATENCIES_MS]
+        cols = [('lockstep', 'lockstep'), ('lockstep, randomised scene', 'lockstep_dr')]
+        cols += [(f'virtual {ms} ms', f'virtual{ms}') for ms in VIRTUAL_LATENCIES_MS]
         cols += [(f'ROS realtime {ms} ms', f'ros{ms}') for ms in LATENCIES_MS]
         print('| policy | ' + ' | '.join(c[0] for c in cols) + ' | kept at 50 ms (ROS) |')
         print('|---|' + '---:|' * (len(cols) + 1))
@@ -176,7 +182,10 @@ def main() -> None:
             r = evaluate_gym(args.task, v, None, args.episodes)
             _save_result(f'{args.task}/{v}/lockstep', r)
             print(args.task, v, 'lockstep', r, flush=True)
-            for ms in LATENCIES_MS:
+            r = evaluate_gym(args.task, v, None, args.episodes, randomized_scene=True)
+            _save_result(f'{args.task}/{v}/lockstep_dr', r)
+            print(args.task, v, 'lockstep, randomised scene', r, flush=True)
+            for ms in VIRTUAL_LATENCIES_MS:
                 r = evaluate_gym(args.task, v, ms, args.episodes)
                 _save_result(f'{args.task}/{v}/virtual{ms}', r)
                 print(args.task, v, f'virtual {ms} ms', r, flush=True)
