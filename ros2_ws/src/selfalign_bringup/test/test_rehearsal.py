@@ -92,3 +92,45 @@ def test_zero_delay_is_the_identity_and_policy_phase_adds():
     assert rehearsal_delay_s(0.05, 0.5, T, 0.002) == pytest.approx(0.102)
     with pytest.raises(ValueError, match='delay_s'):
         CommandDelay(-1.0, T)
+
+
+@pytest.mark.ros
+def test_realtime_bridge_applies_commands_only_after_the_injected_latency():
+    """The bridge process in realtime mode with rehearsal_latency_s = 3 periods: the EE does
+    not move on the ticks that follow the first twist, then moves (counted in ticks)."""
+    from pathlib import Path
+    import sys
+    import threading
+    import time
+
+    from geometry_msgs.msg import PoseStamped, TwistStamped
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
+    from selfalign_policy import contract_msgs as cm
+    from tests.rosproc import NodeProcess, TestNode
+
+    bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={
+        'mode': 'realtime', 'rehearsal_latency_s': 0.3, 'command_timeout_s': 1.0})
+    with TestNode('rehearsal_probe') as probe:
+        probe.record(PoseStamped, '/ee_pose', 100)
+        pub = probe.publisher(TwistStamped, '/servo_node/delta_twist_cmds')
+        stop = threading.Event()
+        try:
+            bridge.start()
+            probe.wait_until(lambda: len(probe.messages('/ee_pose')) >= 3, 30, 'the bridge')
+            n0 = len(probe.messages('/ee_pose'))
+            start, _ = cm.pose_arrays(probe.messages('/ee_pose')[-1])
+
+            def send():
+                while not stop.is_set():
+                    pub.publish(cm.twist_msg(np.array([0.0, 0.2, 0.0]), time.time_ns()))
+                    time.sleep(0.02)
+            threading.Thread(target=send, daemon=True).start()
+            probe.wait_until(lambda: len(probe.messages('/ee_pose')) >= n0 + 8, 30, 'ticks')
+        finally:
+            stop.set()
+            bridge.stop()
+    ys = [cm.pose_arrays(m)[0][1] - start[1] for m in probe.messages('/ee_pose')[n0:n0 + 8]]
+    moved = [k for k, y in enumerate(ys) if y > 0.002]
+    assert moved, ys
+    assert moved[0] >= 2, ys  # >= 2 whole ticks of 0.1 s without motion: the latency acted
