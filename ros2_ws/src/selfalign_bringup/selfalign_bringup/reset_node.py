@@ -198,8 +198,11 @@ class ResetNode(Node):
                        else f'no operator confirmation within timeout_s={self.p["timeout_s"]}')
             if why is None:
                 time.sleep(self.p['settle_s'])
-                missing = [k for k in ('joint_states', 'ee_pose', 'object_pose')
-                           if self._get(k) is None]
+                kinds = ('joint_states', 'ee_pose', 'object_pose')
+                wait_until = max(deadline, time.monotonic() + 5.0)
+                while (missing := [k for k in kinds if self._get(k) is None]) and (
+                        time.monotonic() < wait_until):
+                    time.sleep(0.05)  # a driver just discovered: give its state a moment
                 if missing:
                     why = f'no {missing} from the driver; check the contract topics'
             if why is not None:
