@@ -334,6 +334,10 @@ class PolicyNode(Node):
         except EnvStoppedError:
             log.info('training stopped (shutdown)')
         except Exception as exc:  # noqa: BLE001 - report, never kill the executor silently
+            if self._stop.is_set() or not self.context.ok():
+                # Ctrl-C: rclpy's signal handler invalidated the context under a publish;
+                # close() still writes the checkpoint from the trainer's consistent state.
+                return
             log.fatal(f'training failed: {type(exc).__name__}: {exc}')
             raise
 
