@@ -208,6 +208,34 @@ class AlignmentProblem:
     def tau(self, theta: np.ndarray) -> float:
         return rank_agreement(self.returns(theta), self.ranks)
 
+    def log_posterior_many(self, us: np.ndarray) -> np.ndarray:
+        """Log posterior of C points (C, p) in one template call; -inf outside or non-finite.
+
+        Needs ``fn.broadcasts_over_theta`` (checked by ``metropolis_hastings``).
+        """
+        tr = self.transform
+        inside = np.all((us >= tr.u_lower) & (us <= tr.u_upper), axis=1)
+        out = np.full(len(us), -math.inf)
+        if not inside.any():
+            return out
+        z = (us[inside] - self.u_center) / self.prior_std
+        prior = -0.5 * np.einsum('ij,ij->i', z, z)
+        try:
+            r = self.fn.episode_returns_many(self.batch, self.transform.to_theta(us[inside]))
+        except RewardRuntimeError:
+            return out
+        finite = np.isfinite(r).all(axis=1)  # like the one-θ path: non-finite -> -inf
+        r = np.where(np.isfinite(r), r, 0.0)
+        mean = r.mean(axis=1, keepdims=True)
+        std = r.std(axis=1, keepdims=True)
+        flat = ~(std > 1e-12 * (1.0 + np.abs(mean)))
+        zr = np.where(flat, 0.0, (r - mean) / np.where(flat, 1.0, std))
+        d = self.beta * (zr[:, self.win] - zr[:, self.lose])
+        ll = -np.logaddexp(0.0, -d).sum(axis=1)
+        lp = prior + ll
+        out[inside] = np.where(finite & np.isfinite(lp), lp, -math.inf)
+        return out
+
 
 def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch,
                         ranks: np.ndarray | list[int], theta0: Theta | None = None, *,
@@ -215,13 +243,18 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
                         beta: float = DEFAULT_BETA, prior_width: float = 0.5,
                         init_step: float = 0.2, target_accept: float = 0.3,
                         prior_center: Theta | None = None,
-                        rng: np.random.Generator | None = None) -> MHResult:
+                        rng: np.random.Generator | None = None, chains: int = 16) -> MHResult:
     """Sample the posterior over θ and return its MAP, mean, spread and rank agreement.
 
     ``theta0`` is the chain's start (default: the template's initial values); ``prior_center``
     the prior's centre (default: ``theta0``; failure analysis starts the chain at the LLM's
     proposal while the prior stays on the current θ if the caller passes both). The proposal is
     u' = u + step · prior_std · N(0, I); ``init_step`` is the initial ``step``.
+
+    ``chains`` chains run side by side from the same start, sharing the adapted step size; each
+    iteration evaluates the reward for all of them in one call (``num_samples`` and ``burn_in``
+    are totals over the chains). That is several times faster, and used only when the template
+    broadcasts over θ (checked against one-θ evaluation); otherwise one chain runs.
     """
     if num_samples < 1 or burn_in < 0:
         raise ValueError('num_samples must be >= 1 and burn_in >= 0')
@@ -233,6 +266,11 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
     u = tr.to_u(start)
     lp, ll = prob.log_posterior_u(u)
     ll_before = prob.log_likelihood(start) if math.isfinite(ll) else -math.inf
+    if chains > 1:
+        probe = tr.to_theta(np.stack([u, u + 0.5 * prob.prior_std, u - 0.5 * prob.prior_std]))
+        if fn.broadcasts_over_theta(prob.batch, probe):
+            return _multi_chain(prob, u, lp, ll_before, start, num_samples, burn_in, init_step,
+                                target_accept, chains, rng)
     best_u, best_lp = u.copy(), lp
     log_step = math.log(init_step)
     p = len(u)
@@ -269,6 +307,57 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
         theta_mean=theta_samples.mean(axis=0), theta_std=theta_samples.std(axis=0),
         acceptance_rate=accepted / num_samples, step_size=math.exp(log_step),
         samples=theta_samples, log_posterior=post,
+        log_likelihood_before=ll_before, log_likelihood_after=prob.log_likelihood(theta_map),
+        kendall_tau_before=prob.tau(start), kendall_tau_after=prob.tau(theta_map),
+        num_pairs=len(prob.win))
+
+
+def _multi_chain(prob: AlignmentProblem, u0: np.ndarray, lp0: float, ll_before: float,
+                 start: np.ndarray, num_samples: int, burn_in: int, init_step: float,
+                 target_accept: float, chains: int, rng: np.random.Generator) -> MHResult:
+    """``metropolis_hastings`` with C chains advanced together (see its docstring)."""
+    c, p = chains, len(u0)
+    # The shared step size needs enough adaptation iterations, however many chains share it.
+    burn, keep = max(-(-burn_in // c), min(burn_in, 250)), -(-num_samples // c)
+    us = np.repeat(u0[None], c, axis=0)
+    lps = np.full(c, lp0)
+    best_u, best_lp = u0.copy(), lp0
+    log_step = math.log(init_step)
+    samples = np.empty((keep, c, p))
+    post = np.empty((keep, c))
+    accepted = 0
+    noise = rng.standard_normal((burn + keep, c, p)) * prob.prior_std
+    log_unif = np.log(rng.random((burn + keep, c)))
+    for it in range(burn + keep):
+        prop = us + math.exp(log_step) * noise[it]
+        lp_new = prob.log_posterior_many(prop)
+        with np.errstate(invalid='ignore'):
+            delta = lp_new - lps
+            ok = np.isfinite(lp_new)
+            accept = ok & (~np.isfinite(lps) | (log_unif[it] < delta))
+        us = np.where(accept[:, None], prop, us)
+        lps = np.where(accept, lp_new, lps)
+        i = int(np.argmax(lps))
+        if lps[i] > best_lp:
+            best_u, best_lp = us[i].copy(), float(lps[i])
+        if it < burn:
+            with np.errstate(invalid='ignore', over='ignore'):
+                alpha = np.where(accept, 1.0, np.where(ok, np.exp(np.minimum(delta, 0.0)), 0.0))
+            log_step += (float(alpha.mean()) - target_accept) / (1.0 + it) ** 0.6
+            log_step = min(max(log_step, math.log(1e-4)), math.log(5.0))
+        else:
+            samples[it - burn] = us
+            post[it - burn] = lps
+            accepted += int(accept.sum())
+    tr = prob.transform
+    flat = samples.transpose(1, 0, 2).reshape(-1, p)[:num_samples]  # chain after chain
+    theta_samples = tr.to_theta(flat)
+    theta_map = tr.to_theta(best_u)
+    return MHResult(
+        param_names=prob.fn.param_names, theta_start=start, theta_map=theta_map,
+        theta_mean=theta_samples.mean(axis=0), theta_std=theta_samples.std(axis=0),
+        acceptance_rate=accepted / (keep * c), step_size=math.exp(log_step),
+        samples=theta_samples, log_posterior=post.T.reshape(-1)[:num_samples],
         log_likelihood_before=ll_before, log_likelihood_after=prob.log_likelihood(theta_map),
         kendall_tau_before=prob.tau(start), kendall_tau_after=prob.tau(theta_map),
         num_pairs=len(prob.win))

@@ -209,6 +209,48 @@ class RewardFunction:
             return per_step.sum(axis=1)
         return per_step @ (discount ** np.arange(batch.lead[1]))
 
+    def episode_returns_many(self, batch: PreparedBatch, thetas: np.ndarray) -> np.ndarray:
+        """Returns of N episodes under C parameter vectors at once: (C, p) -> (C, N).
+
+        The template runs once with every parameter as a (C, 1) array and every feature with a
+        leading axis of 1, so elementwise code broadcasts to (C, N*T). Not every template
+        broadcasts correctly (Python ``max`` on arrays, reductions without an axis); callers
+        check ``broadcasts_over_theta`` first. Raises RewardRuntimeError on errors or bad shapes.
+        """
+        thetas = np.asarray(thetas, dtype=np.float64)
+        if batch.lead is None or len(batch.lead) != 2:
+            raise ValueError('episode_returns_many needs episodes prepared as (N, T, ...)')
+        c = thetas.shape[0]
+        f = {k: v[None] for k, v in batch.features.items()}
+        # float32 like the features: float64 θ arrays would upcast every elementwise op (the
+        # one-θ path passes Python floats, which NumPy treats as weak and keeps float32)
+        p = {n: thetas[:, j:j + 1].astype(np.float32) for j, n in enumerate(self.param_names)}
+        with np.errstate(all='ignore'):
+            try:
+                out = self._fn(f, p)
+                total = np.asarray(out[0], dtype=np.float64)
+            except Exception as exc:  # noqa: BLE001 - LLM code that does not broadcast
+                raise RewardRuntimeError(f'reward raised {type(exc).__name__}: {exc} with '
+                                         'batched parameters') from exc
+        if total.shape != (c, batch.size):
+            raise RewardRuntimeError(f'batched reward total has shape {total.shape}, expected '
+                                     f'({c}, {batch.size})')
+        if self.nonfinite == 'zero':  # same per-step policy as the one-θ path
+            bad = ~np.isfinite(total)
+            self.nonfinite_count += int(bad.sum())
+            total = np.where(bad, 0.0, total)
+        return total.reshape(c, *batch.lead).sum(axis=2)  # non-finite rows stay non-finite
+
+    def broadcasts_over_theta(self, batch: PreparedBatch, thetas: np.ndarray) -> bool:
+        """True when ``episode_returns_many`` equals one-θ-at-a-time evaluation at ``thetas``."""
+        try:
+            many = self.episode_returns_many(batch, thetas)
+            one = np.stack([self.episode_returns(batch, dict(zip(self.param_names, t)))
+                            for t in np.asarray(thetas, dtype=np.float64).tolist()])
+        except RewardRuntimeError:
+            return False
+        return bool(np.allclose(many, one, rtol=1e-4, atol=1e-6, equal_nan=True))
+
     def episode_term_returns(self, packed: np.ndarray | PreparedBatch,
                              theta: Theta | None = None) -> dict[str, np.ndarray]:
         """Per-term undiscounted returns {term: (N,)} of N episodes (for reports and prompts)."""
