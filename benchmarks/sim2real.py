@@ -149,7 +149,12 @@ def table() -> None:
         print(f'\n### {task}: success rate (episodes per cell in brackets)\n')
         cols = [('lockstep', 'lockstep'), ('lockstep, randomised scene', 'lockstep_dr')]
         cols += [(f'virtual {ms} ms', f'virtual{ms}') for ms in VIRTUAL_LATENCIES_MS]
-        cols += [(f'ROS realtime {ms} ms', f'ros{ms}') for ms in LATENCIES_MS]
+        extra = sorted({int(k.split('/ros')[1].split('_')[0]) for k in res
+                        if k.startswith(f'{task}/') and '/ros' in k} - set(LATENCIES_MS))
+        cols += [(f'ROS realtime {ms} ms', f'ros{ms}') for ms in (*LATENCIES_MS, *extra)]
+        cols += [(f'ROS realtime {ms} ms, randomised bridge', f'ros{ms}_dr')
+                 for ms in (*LATENCIES_MS, *extra)
+                 if any(k.endswith(f'/ros{ms}_dr') for k in res)]
         print('| policy | ' + ' | '.join(c[0] for c in cols) + ' | kept at 50 ms (ROS) |')
         print('|---|' + '---:|' * (len(cols) + 1))
         for v in rows:
@@ -167,6 +172,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('phase', choices=('train', 'eval', 'ros', 'ros-one', 'table'))
     ap.add_argument('--latency', type=int, default=0, help='ros-one: latency, ms')
+    ap.add_argument('--latencies', default=','.join(map(str, LATENCIES_MS)),
+                    help='ros: comma-separated latencies, ms')
+    ap.add_argument('--bridge-randomize', action='store_true',
+                    help='ros: domain randomisation in the bridge (the "real arm" differs)')
     ap.add_argument('--task', default='touch', choices=sorted(ENV_IDS))
     ap.add_argument('--variant', default='both', choices=(*VARIANTS, 'both'))
     ap.add_argument('--steps', type=int, default=20_000)
@@ -190,17 +199,21 @@ def main() -> None:
                 _save_result(f'{args.task}/{v}/virtual{ms}', r)
                 print(args.task, v, f'virtual {ms} ms', r, flush=True)
     elif args.phase == 'ros':
-        ros_rehearsal(args.task, variants, args.episodes)
+        ros_rehearsal(args.task, variants, args.episodes,
+                      tuple(int(x) for x in args.latencies.split(',')), args.bridge_randomize)
     elif args.phase == 'ros-one':
-        r = ros_one(args.task, variants[0], args.latency, args.episodes)
-        _save_result(f'{args.task}/{variants[0]}/ros{args.latency}', r)
+        r = ros_one(args.task, variants[0], args.latency, args.episodes, args.bridge_randomize)
+        suffix = '_dr' if args.bridge_randomize else ''
+        _save_result(f'{args.task}/{variants[0]}/ros{args.latency}{suffix}', r)
         print(args.task, variants[0], f'ROS {args.latency} ms', r, flush=True)
         return
     table()
 
 
-def ros_one(task: str, variant: str, latency_ms: int, episodes: int) -> dict:
-    """One configuration: bridge (realtime, rehearsal latency) + policy_node (deploy)."""
+def ros_one(task: str, variant: str, latency_ms: int, episodes: int,
+            randomize: bool = False) -> dict:
+    """One configuration: bridge (realtime, rehearsal latency, optionally domain
+    randomisation as the stand-in for the real arm's differences) + policy_node (deploy)."""
     sys.path.insert(0, str(ROOT))
     from std_msgs.msg import String
 
@@ -209,7 +222,7 @@ def ros_one(task: str, variant: str, latency_ms: int, episodes: int) -> dict:
     seed = 2_000_000  # the same scenes as the gym evaluation
     bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={
         'task': task, 'mode': 'realtime', 'seed': seed, 'command_timeout_s': 0.5,
-        'rehearsal_latency_s': latency_ms / 1e3})
+        'rehearsal_latency_s': latency_ms / 1e3, 'randomize': randomize})
     policy = NodeProcess('selfalign_policy', 'policy_node', params={
         'task': task, 'deploy': True, 'checkpoint': str(ckpt_path(task, variant)),
         'seed': seed, 'deploy_episodes': episodes, 'control_rate_hz': 1.0 / PERIOD_S})
@@ -239,17 +252,21 @@ def ros_one(task: str, variant: str, latency_ms: int, episodes: int) -> dict:
             'load_avg': os.getloadavg()[0]}
 
 
-def ros_rehearsal(task: str, variants: tuple[str, ...], episodes: int) -> None:
+def ros_rehearsal(task: str, variants: tuple[str, ...], episodes: int,
+                  latencies: tuple[int, ...] = LATENCIES_MS, randomize: bool = False) -> None:
     """Every (variant, latency) side by side, each on its own ROS domain."""
     import subprocess
 
     procs = []
-    for k, (v, ms) in enumerate((v, ms) for v in variants for ms in LATENCIES_MS):
+    for k, (v, ms) in enumerate((v, ms) for v in variants for ms in latencies):
         env = os.environ.copy()
         env['ROS_DOMAIN_ID'] = str(170 + k)
         env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
         cmd = [sys.executable, __file__, 'ros-one', '--task', task, '--variant', v,
                '--latency', str(ms), '--episodes', str(episodes)]
+        if randomize:
+            cmd.append('--bridge-randomize')
+            env['ROS_DOMAIN_ID'] = str(190 + k)
         procs.append((v, ms, subprocess.Popen(cmd, env=env)))
     for v, ms, proc in procs:
         rc = proc.wait()
