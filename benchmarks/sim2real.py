@@ -36,7 +36,7 @@ DR_YAML = ROOT / 'ros2_ws' / 'src' / 'selfalign_bringup' / 'config' / 'domain_ra
 ENV_IDS = {'touch': 'SelfAlign/Touch-v0', 'push': 'SelfAlign/Push-v0'}
 VARIANTS = ('nominal', 'randomized')
 LATENCIES_MS = (0, 50, 100)
-VIRTUAL_LATENCIES_MS = (0, 50, 100, 200)
+VIRTUAL_LATENCIES_MS = (0, 50, 100, 200, 400)
 PERIOD_S = 0.1
 
 
