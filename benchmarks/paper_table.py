@@ -43,9 +43,10 @@ def _job(args: tuple[str, int, str, int, dict[str, Any]]) -> dict[str, Any]:
     from selfalign_bringup.experiment import run_experiment
 
     t0 = time.perf_counter()
-    res = run_experiment(task, seed, condition, steps, **overrides).to_dict()
-    res['overrides'] = overrides
     path = RUNS / f'{task}-{condition}-s{seed}.json'
+    res = run_experiment(task, seed, condition, steps, snapshot_path=str(path),
+                         **overrides).to_dict()
+    res['overrides'] = overrides
     path.write_text(json.dumps(res, indent=1, default=float))
     print(f'done {task} {condition} seed {seed}: {res["env_steps"]} steps, '
           f'steps to 100 % {res["steps_to_success"]}, final {res["final_success_rate"]:.2f}, '
@@ -53,11 +54,17 @@ def _job(args: tuple[str, int, str, int, dict[str, Any]]) -> dict[str, Any]:
     return res
 
 
+def _done(task: str, condition: str, seed: int) -> bool:
+    path = RUNS / f'{task}-{condition}-s{seed}.json'
+    return path.exists() and not json.loads(path.read_text()).get('partial', False)
+
+
 def _fmt_steps(r: dict[str, Any]) -> str:
     s = r['steps_to_success']
+    cut = ' (run cut short)' if r.get('partial') else ''
     if s is not None:
         return f'{s / 1000:.1f}k'
-    return f'> {r["env_steps"] / 1000:.0f}k (final {100 * r["final_success_rate"]:.0f} %)'
+    return f'> {r["env_steps"] / 1000:.0f}k (final {100 * r["final_success_rate"]:.0f} %){cut}'
 
 
 def _fmt_theta(r: dict[str, Any], task: str) -> str:
@@ -206,6 +213,8 @@ def main() -> None:
     ap.add_argument('--conditions', default=','.join(CONDITIONS))
     ap.add_argument('--steps', type=int, default=0,
                     help=f'env steps per run (0: per task {DEFAULT_STEPS})')
+    ap.add_argument('--task-steps', default='',
+                    help="per-task env steps, e.g. 'touch=15000,push=10000' (over --steps)")
     ap.add_argument('--jobs', type=int, default=2)
     ap.add_argument('--update-every', type=int, default=2000,
                     help='reward_update_every_steps of the self-alignment runs')
@@ -218,6 +227,10 @@ def main() -> None:
     ap.add_argument('--hidden', type=int, default=256)
     ap.add_argument('--lr', type=float, default=1e-4)
     ap.add_argument('--run-root', default='', help='also write a RunDir per run here')
+    ap.add_argument('--skip-done', action='store_true',
+                    help='skip runs whose finished JSON is already in benchmarks/out/paper_runs')
+    ap.add_argument('--skip', default='',
+                    help="runs to leave out, e.g. 'touch-fixed-s0,touch-selfalign-s0'")
     ap.add_argument('--quiet', action='store_true', help='no per-evaluation lines')
     ap.add_argument('--report-only', action='store_true',
                     help='re-print the table from benchmarks/out/paper_runs/*.json')
@@ -236,8 +249,19 @@ def main() -> None:
                      'stop_after_success': args.stop_after, 'hidden_dim': args.hidden,
                      'lr': args.lr, 'run_root': args.run_root, 'num_threads': 1,
                      'verbose': not args.quiet}
-        jobs = [(t, s, c, args.steps or DEFAULT_STEPS[t], overrides)
-                for t in tasks for s in seeds for c in conds]
+        per_task = {t: args.steps or DEFAULT_STEPS[t] for t in TASKS}
+        for item in filter(None, args.task_steps.split(',')):
+            name, _, value = item.partition('=')
+            if name not in TASKS or not value.isdigit():
+                sys.exit(f"--task-steps: bad entry {item!r}; write task=steps, e.g. 'push=10000'")
+            per_task[name] = int(value)
+        # seed-major order: every task's first seed finishes before any task's second
+        jobs = [(t, s, c, per_task[t], overrides)
+                for s in seeds for t in tasks for c in conds]
+        if args.skip_done:
+            jobs = [j for j in jobs if not _done(j[0], j[2], j[1])]
+        skip = set(filter(None, args.skip.split(',')))
+        jobs = [j for j in jobs if f'{j[0]}-{j[2]}-s{j[1]}' not in skip]
         print(f'{len(jobs)} runs, {args.jobs} at a time: {overrides}', flush=True)
         t0 = time.perf_counter()
         ctx = mp.get_context('spawn')

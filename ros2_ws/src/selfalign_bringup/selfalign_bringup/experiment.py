@@ -26,7 +26,9 @@ plots come out. Pure: no rclpy.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import json
 import math
+import os
 import time
 from typing import Any
 
@@ -109,6 +111,9 @@ class ExperimentConfig:
     """torch threads (1 suits a shared CPU)."""
     verbose: bool = False
     """Print one line per evaluation and per alignment update (flushed)."""
+    snapshot_path: str = ''
+    """Rewrite the partial result as JSON here after every evaluation ('' = never), so a run
+    cut short still leaves its curve; the final result carries ``partial: false``."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -196,6 +201,9 @@ class ExperimentResult:
     def best_success_rate(self) -> float:
         return max((e.success_rate for e in self.evals), default=math.nan)
 
+    partial: bool = False
+    """True while the run is still going (snapshots)."""
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d['steps_to_success'] = self.steps_to_success
@@ -210,6 +218,14 @@ class ExperimentResult:
         keep['evals'] = [EvalPoint(**e) for e in d.get('evals', [])]
         keep['updates'] = [AlignmentUpdate(**u) for u in d.get('updates', [])]
         return cls(**keep)
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    """Atomic JSON write (tmp file + rename)."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w', encoding='utf-8') as fh:
+        json.dump(data, fh, indent=1, default=float)
+    os.replace(tmp, path)
 
 
 def _tokens(usage: dict[str, Any]) -> int:
@@ -378,6 +394,13 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
             print(f'[{cfg.task} {cfg.condition} s{cfg.seed}] eval @ {point.env_step}: success '
                   f'{point.success_rate:.2f}, return {point.mean_return:.1f}, '
                   f'{point.wall_s:.0f} s', flush=True)
+        if cfg.snapshot_path:
+            result.partial = True
+            result.env_steps = point.env_step
+            result.final_theta = dict(store.state.theta)
+            result.llm_usage = usage
+            result.wall_s = point.wall_s
+            _write_json(cfg.snapshot_path, result.to_dict())
         if run is not None:
             run.log('eval_round', point.env_step, success_rate=f'{point.success_rate:.3f}',
                     mean_return=f'{point.mean_return:.4f}', llm_calls=point.llm_calls,
@@ -395,6 +418,7 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
         result.updates_done = trainer.update_count
     finally:
         env.close()
+    result.partial = False
     result.final_theta = dict(store.state.theta)
     result.llm_usage = client.usage()
     result.wall_s = time.perf_counter() - t_start
