@@ -210,6 +210,17 @@ def node_executable(package: str, executable: str) -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """In a child, before exec: get SIGINT (clean node shutdown) when the launcher dies, even
+    by SIGKILL, so no node outlives its launcher (Linux prctl PR_SET_PDEATHSIG; else no-op)."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def launch(ns: argparse.Namespace) -> int:
     """Every node of the plan as its own process; stop them when training is done."""
     import signal
@@ -231,7 +242,8 @@ def launch(ns: argparse.Namespace) -> int:
         for plan in wiring.plan(args, config):
             cmd = [str(node_executable(plan.package, plan.executable)),
                    *wiring.ros_args(plan, params)]
-            procs.append(subprocess.Popen(cmd, start_new_session=True))
+            procs.append(subprocess.Popen(cmd, start_new_session=True,
+                                          preexec_fn=_die_with_parent))
         while not progress.done.is_set():
             rclpy.spin_once(node, timeout_sec=0.2)
             dead = [p for p in procs if p.poll() is not None]
