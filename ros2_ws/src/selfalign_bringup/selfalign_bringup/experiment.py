@@ -34,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from selfalign_reward.alignment import metropolis_hastings, rank_agreement
-from selfalign_reward.episode import EpisodeRecord, stack_features
+from selfalign_reward.episode import EpisodeRecord
 from selfalign_reward.evaluate import RewardFunction
-from selfalign_reward.outer_loop import check_proposal, OuterLoop, OuterLoopConfig
+from selfalign_reward.outer_loop import OuterLoop, OuterLoopConfig, refit_theta
 from selfalign_reward.store import RewardStore
 from selfalign_reward.tasks import get_task, TASKS
 from selfalign_reward.template import parse_template
@@ -235,7 +234,7 @@ def _tokens(usage: dict[str, Any]) -> int:
 def alignment_update(client: Any, task: str, store: RewardStore, fn: RewardFunction,
                       loop: OuterLoop, cfg: ExperimentConfig, rng: np.random.Generator,
                       env_step: int) -> AlignmentUpdate:
-    """One outer-loop update, as ``AlignmentNode._run_update`` does it; sets θ in ``store``.
+    """One outer-loop update (``outer_loop.refit_theta``, as alignment_node); sets θ in ``store``.
 
     LLM failures (``LLMError``) and reward runtime errors skip the update (status 'skipped: ...'),
     leaving θ unchanged, like the node.
@@ -251,25 +250,22 @@ def alignment_update(client: Any, task: str, store: RewardStore, fn: RewardFunct
         upd.num_episodes = len(episodes)
         ranks = np.asarray(client.rank_detailed(task, episodes, description).ranks,
                            dtype=np.int64)
-        prepared = fn.prepare(stack_features(episodes))
-        tau_before = rank_agreement(fn.episode_returns(prepared, theta), ranks)
-        start = dict(theta)
-        if loop.needs_failure_analysis(tau_before, upd.success_rate):
-            upd.failure_analysis = True
+
+        def analyze(tau_before: float):
             analysis, proposal = client.analyze_failure(
                 task, state.template, theta, episodes, upd.success_rate, tau_before,
                 description)
-            upd.analysis = analysis
-            proposed, _why = check_proposal(state.template, list(proposal),
-                                            [float(v) for v in proposal.values()], theta)
-            if proposed is not None:
-                start = proposed
-                upd.status = 'failure_analysis'
-        t0 = time.perf_counter()
-        result = metropolis_hastings(fn, prepared, ranks, start, num_samples=cfg.mh_samples,
-                                     burn_in=cfg.mh_burn_in, beta=cfg.beta,
-                                     prior_width=cfg.prior_width, rng=rng)
-        upd.mh_s = time.perf_counter() - t0
+            return analysis, list(proposal), [float(v) for v in proposal.values()]
+
+        refit = refit_theta(fn, state.template, theta, episodes, ranks, upd.success_rate, loop,
+                            analyze, mh_samples=cfg.mh_samples, mh_burn_in=cfg.mh_burn_in,
+                            beta=cfg.beta, prior_width=cfg.prior_width, rng=rng)
+        upd.mh_s = refit.mh_s
+        result, tau_before = refit.result, refit.tau_before
+        upd.failure_analysis = refit.failure_analysis
+        upd.analysis = refit.analysis
+        if refit.proposal_used:
+            upd.status = 'failure_analysis'
         new_theta = result.as_dict('map')
         ok, why, _version = store.set_params(list(new_theta), list(new_theta.values()))
         if not ok:

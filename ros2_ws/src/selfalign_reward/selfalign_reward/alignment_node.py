@@ -34,7 +34,6 @@ Clients:
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -46,11 +45,16 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_interfaces.srv import AnalyzeFailure, RankTrajectories, SetRewardParams
-from selfalign_reward.alignment import metropolis_hastings, rank_agreement
 from selfalign_reward.episode import EpisodeRecord, stack_features
 from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.msgs import episode_from_msg, episode_to_msg, spec_from_msg
-from selfalign_reward.outer_loop import check_proposal, OuterLoop, OuterLoopConfig, select_diverse
+from selfalign_reward.outer_loop import (
+    ANALYSIS_UNAVAILABLE,
+    OuterLoop,
+    OuterLoopConfig,
+    refit_theta,
+    select_diverse,
+)
 from selfalign_reward.tasks import get_task
 from selfalign_reward.template import RewardTemplate, TemplateError, validate_template
 
@@ -236,32 +240,30 @@ class AlignmentNode(Node):
             report.status = (f'skipped: RankTrajectories returned {ranks.size} ranks for '
                              f'{len(episodes)} episodes')
             return
-        x = stack_features(episodes)
-        prepared = fn.prepare(x)
-        tau_before = rank_agreement(fn.episode_returns(prepared, theta), ranks)
-        start = dict(theta)
         report.status = 'updated'
-        if self.loop.needs_failure_analysis(tau_before, report.success_rate):
-            report.failure_analysis = True
+
+        def analyze(tau_before: float):
             analysis, why = self._call(self._analyze, AnalyzeFailure.Request(
                 task=self.task, task_description=description, spec=spec, episodes=ep_msgs,
                 success_rate=report.success_rate, rank_agreement=tau_before), 'AnalyzeFailure')
             if analysis is None:
                 self.get_logger().warning(f'failure analysis unavailable ({why}); MH starts '
                                           'from the current θ')
-            else:
-                report.analysis = analysis.analysis
-                proposed, why = check_proposal(template, list(analysis.param_names),
-                                               list(analysis.param_values), theta)
-                if proposed is None:
-                    self.get_logger().warning(f'failure-analysis proposal rejected: {why}')
-                else:
-                    start = proposed
-                    report.status = 'failure_analysis'
-        t0 = time.monotonic()
-        result = metropolis_hastings(fn, prepared, ranks, start, num_samples=self.mh_samples,
-                                     burn_in=self.mh_burn_in, beta=self.beta,
-                                     prior_width=self.prior_width, rng=self.rng)
+                return None
+            return analysis.analysis, list(analysis.param_names), list(analysis.param_values)
+
+        refit = refit_theta(fn, template, theta, episodes, ranks, report.success_rate,
+                            self.loop, analyze, mh_samples=self.mh_samples,
+                            mh_burn_in=self.mh_burn_in, beta=self.beta,
+                            prior_width=self.prior_width, rng=self.rng)
+        result, tau_before = refit.result, refit.tau_before
+        report.failure_analysis = refit.failure_analysis
+        report.analysis = refit.analysis
+        if refit.proposal_used:
+            report.status = 'failure_analysis'
+        elif refit.failure_analysis and refit.proposal_rejected != ANALYSIS_UNAVAILABLE:
+            self.get_logger().warning(
+                f'failure-analysis proposal rejected: {refit.proposal_rejected}')
         new_theta = result.as_dict('map')
         report.theta_after = [new_theta[n] for n in spec.param_names]
         report.theta_std = [float(s) for s in result.theta_std]
@@ -279,7 +281,7 @@ class AlignmentNode(Node):
         report.reward_version = reply.version
         self.get_logger().info(
             f'update at env step {report.env_step}: tau {tau_before:.2f} -> '
-            f'{result.kendall_tau_after:.2f}, MH {time.monotonic() - t0:.1f} s, acceptance '
+            f'{result.kendall_tau_after:.2f}, MH {refit.mh_s:.1f} s, acceptance '
             f'{result.acceptance_rate:.2f}, theta '
             + ', '.join(f'{k}={v:.4g}' for k, v in new_theta.items()))
 

@@ -16,10 +16,13 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+import time
 
 import numpy as np
 
+from selfalign_reward.alignment import metropolis_hastings, MHResult, rank_agreement
 from selfalign_reward.episode import EpisodeRecord, stack_features
 from selfalign_reward.evaluate import RewardFunction, Theta
 from selfalign_reward.template import RewardTemplate
@@ -133,3 +136,61 @@ def check_proposal(template: RewardTemplate, names: list[str], values: list[floa
                           f'[{spec.lower}, {spec.upper}]')
         theta[name] = float(value)
     return theta, ''
+
+
+#: ``Refit.proposal_rejected`` when the LLM gave no reply at all.
+ANALYSIS_UNAVAILABLE = 'failure analysis unavailable'
+
+#: Failure analysis as the refit sees it: given τ before, return (analysis text, parameter
+#: names, proposed values), or None when the LLM gave no usable reply.
+AnalyzeFn = Callable[[float], 'tuple[str, list[str], list[float]] | None']
+
+
+@dataclass
+class Refit:
+    """What ``refit_theta`` did: agreement before, the MH start and its outcome."""
+
+    tau_before: float
+    start: dict[str, float]
+    failure_analysis: bool
+    analysis: str
+    proposal_used: bool
+    proposal_rejected: str
+    """Why a failure-analysis proposal was not used ('' if used or none was asked)."""
+    result: MHResult
+    mh_s: float
+    """Wall time of the Metropolis–Hastings run alone, s."""
+
+
+def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, float],
+                episodes: list[EpisodeRecord], ranks: np.ndarray, success_rate: float,
+                loop: OuterLoop, analyze: AnalyzeFn, *, mh_samples: int, mh_burn_in: int,
+                beta: float, prior_width: float, rng: np.random.Generator) -> Refit:
+    """One outer-loop re-fit of θ to a ranking (alignment_node and the experiment loop).
+
+    Agreement before; failure analysis when ``loop`` says so (a proposal inside the ranges
+    becomes the MH start, the prior stays on θ); then Metropolis–Hastings. The caller ranks
+    the episodes and applies ``result``'s MAP. ``analyze`` may raise; the error propagates.
+    """
+    prepared = fn.prepare(stack_features(episodes))
+    tau_before = rank_agreement(fn.episode_returns(prepared, theta), ranks)
+    start, analysis, used, rejected = dict(theta), '', False, ''
+    asked = loop.needs_failure_analysis(tau_before, success_rate)
+    if asked:
+        reply = analyze(tau_before)
+        if reply is None:
+            rejected = ANALYSIS_UNAVAILABLE
+        else:
+            analysis, names, values = reply
+            proposed, why = check_proposal(template, list(names),
+                                           [float(v) for v in values], theta)
+            if proposed is None:
+                rejected = why
+            else:
+                start, used = proposed, True
+    t0 = time.perf_counter()
+    result = metropolis_hastings(fn, prepared, ranks, start, num_samples=mh_samples,
+                                 burn_in=mh_burn_in, beta=beta, prior_width=prior_width,
+                                 rng=rng)
+    return Refit(float(tau_before), start, asked, analysis, used, rejected, result,
+                 time.perf_counter() - t0)
