@@ -272,21 +272,14 @@ def launch(ns: argparse.Namespace) -> int:
     return _finish(run, interrupted)
 
 
-def _spin(executor) -> None:
-    from rclpy.executors import ExternalShutdownException
-    try:
-        executor.spin()
-    except (ExternalShutdownException, KeyboardInterrupt):
-        pass
-
-
 def train(ns: argparse.Namespace) -> int:
     """Every node in this process on one MultiThreadedExecutor (spun on a background thread)."""
     run, config, steps = prepare(ns)
     _ros_environment()
     params = wiring.params_file(config, run.path / 'params.yaml')
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+
+    from selfalign_core.executors import MultiThreadedExecutor, spin_quietly
 
     print(f'selfalign: training {config["/**"]["task"]} for {steps} env steps; '
           f'run directory {run.path}', file=sys.stderr, flush=True)
@@ -303,7 +296,7 @@ def train(ns: argparse.Namespace) -> int:
         progress = Progress(nodes['_progress'], steps, run.last_env_step(), not ns.no_progress)
         for node in nodes.values():
             executor.add_node(node)
-        threading.Thread(target=_spin, args=(executor,), daemon=True).start()
+        threading.Thread(target=spin_quietly, args=(executor,), daemon=True).start()
         while rclpy.ok() and not progress.done.wait(timeout=0.2):
             pass
     except KeyboardInterrupt:

@@ -32,7 +32,6 @@ import threading
 from geometry_msgs.msg import Point, PoseStamped
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import Marker, MarkerArray
@@ -40,6 +39,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from selfalign_bringup.recording import TopicRecorder
 from selfalign_bringup.rundir import plot_run, RunDir
 from selfalign_bringup.video import write_episode_video
+from selfalign_core.executors import run_node
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -248,17 +248,8 @@ class MonitorNode(Node):
             plot_run(self._run)
 
 
-def main(args=None):
-    rclpy.init(args=args)
-    node = MonitorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> None:
+    run_node(MonitorNode, num_threads=1, args=args)
 
 
 if __name__ == '__main__':

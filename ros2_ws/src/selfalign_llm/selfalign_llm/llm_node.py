@@ -49,13 +49,12 @@ import time
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
+from selfalign_core.executors import run_node
 from selfalign_interfaces.srv import AnalyzeFailure, ProposeReward, RankTrajectories
 from selfalign_llm.backends.base import BackendError
 from selfalign_llm.client import LLMError
@@ -210,20 +209,7 @@ class LLMNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run llm_node on a MultiThreadedExecutor until shut down."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = LLMNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(LLMNode, num_threads=4, args=args)
 
 
 if __name__ == '__main__':

@@ -37,12 +37,11 @@ import threading
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from selfalign_core.executors import run_node
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_interfaces.srv import AnalyzeFailure, RankTrajectories, SetRewardParams
 from selfalign_reward.episode import EpisodeRecord, stack_features
@@ -294,20 +293,7 @@ class AlignmentNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = AlignmentNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(AlignmentNode, num_threads=3, args=args)
 
 
 if __name__ == '__main__':

@@ -32,12 +32,11 @@ from pathlib import Path
 import threading
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from selfalign_core.executors import run_node
 from selfalign_interfaces.msg import RewardSpec
 from selfalign_interfaces.srv import ProposeReward, SetRewardParams
 from selfalign_reward.msgs import spec_to_msg
@@ -203,20 +202,7 @@ class RewardNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RewardNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(RewardNode, num_threads=2, args=args)
 
 
 if __name__ == '__main__':
