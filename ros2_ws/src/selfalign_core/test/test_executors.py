@@ -31,16 +31,16 @@ def _submissions_while_workers_busy(executor_cls: type, wakeups: int = 50) -> tu
         release.wait(10.0)
 
     group = ReentrantCallbackGroup()
-    timers = [node.create_timer(0.001, hold, callback_group=group) for _ in range(2)]
+    holders = [node.create_guard_condition(hold, callback_group=group) for _ in range(2)]
     guard = node.create_guard_condition(lambda: ran.append(1))
     executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     peak = 0
     try:
+        for h in holders:
+            h.trigger()
         assert holding.acquire(timeout=10) and holding.acquire(timeout=10), 'workers not held'
-        for t in timers:
-            t.cancel()
         guard.trigger()  # its callback is now queued behind the two held workers
         for _ in range(wakeups):
             time.sleep(0.005)
@@ -63,7 +63,7 @@ def _submissions_while_workers_busy(executor_cls: type, wakeups: int = 50) -> tu
 def test_queued_callback_is_submitted_once_and_runs_once():
     peak, ran = _submissions_while_workers_busy(MultiThreadedExecutor)
     assert ran == 1
-    # two held timers + the queued guard callback; never one entry per wake-up
+    # two holders + the queued guard callback; never one entry per wake-up
     assert peak <= 3, f'{peak} pending submissions for 3 callbacks'
 
 

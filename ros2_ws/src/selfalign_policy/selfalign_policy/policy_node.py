@@ -22,7 +22,8 @@ Parameters:
     hidden_dim (int, 256), lr (double, 1e-4), batch_size (int, 256), num_expl_steps (int, 2000),
     update_every_steps (int, 2), stddev_steps (int, 100000), replay_capacity (int, 100000),
     device (string, 'cpu'): DrQ-v2 hyper-parameters (see config.py).
-    state_timeout_s (double, 2.0): warn (throttled) when the robot is silent this long.
+    state_timeout_s (double, 2.0): a robot silent this long mid-episode aborts the episode (it
+        stopped or restarted); training resumes with a reset once a driver serves again.
     stats_every_updates (int, 100): publish update metrics every this many updates.
     deploy (bool, false): inference only — load ``checkpoint``, act deterministically (the
         actor mean: no exploration, no training) on a steady timer at control_rate_hz from the
@@ -196,8 +197,8 @@ class PolicyNode(Node):
                                            10**9, True)),
             ('replay_capacity', 100000, _desc('replay slots', 16, 10**8, True)),
             ('device', 'cpu', _desc('cpu | cuda | auto')),
-            ('state_timeout_s', 2.0, _desc('warn (throttled) after the robot is silent this '
-                                           'long, s', 0.05, 600.0)),
+            ('state_timeout_s', 2.0, _desc('abort the episode (then reset) when the robot is '
+                                           'silent this long mid-episode, s', 0.05, 600.0)),
             ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
                                                10**6, True)),
             ('deploy', False, _desc('inference only: load checkpoint, deterministic actions, '

@@ -10,10 +10,14 @@ the node's subscriptions through ``StateSync.put``.
 Stepping: ``step`` sends the command, then waits for a full set of state messages (joint
 states, EE pose, object pose; plus the camera image for pixels) stamped *after* the previous
 step's. In lockstep the driver answers every command with exactly one such set; in realtime
-the driver's timer produces it at its own rate and the env takes the first newer set. A driver
-that stops publishing pauses the episode (and so training) with a throttled warning, never an
-exception: nothing is lost, the step completes when the state arrives. ``should_stop`` lets the
-node end the wait at shutdown (``EnvStoppedError``).
+the driver's timer produces it at its own rate and the env takes the first newer set.
+
+A driver silent for ``state_timeout_s`` mid-episode has stopped or restarted (a restarted
+lockstep driver waits for a reset, and its clock starts again, so waiting on would never end):
+the step warns and raises ``trainer.EpisodeAbortedError``; the trainer drops the partial episode
+and resets, and ``reset`` retries, warning that training is paused, until a driver serves
+``reset_episode``. Nothing stored is lost. ``should_stop`` lets the node end any wait at
+shutdown (``EnvStoppedError``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from selfalign_policy import contract_msgs as cm
 from selfalign_policy.contract import ACTION_DIM, action_to_command, ActionScale
 from selfalign_policy.observation import ObservationBuilder
+from selfalign_policy.trainer import EpisodeAbortedError
 from selfalign_reward import features as F
 from selfalign_reward import tasks
 
@@ -98,7 +103,7 @@ class RobotContractEnv:
         task: task name (episode length, success flags).
         obs_mode: 'state' (features.observation_vector) or 'pixels' (camera, uint8 (3, H, W)).
         image_size_px: pixel observation side (the driver's camera must publish this size).
-        state_timeout_s: wait this long for the robot before each throttled warning.
+        state_timeout_s: a silent robot aborts the episode after this long (see above).
         reset_timeout_s: per ResetEpisode attempt.
         warn: logger for the throttled warnings.
         should_stop: polled while waiting; True raises EnvStoppedError.
@@ -131,24 +136,24 @@ class RobotContractEnv:
         self._last_ns = -1
         self._t = 0
         self._feats: list[np.ndarray] = []
-        self.paused_s = 0.0  # total time spent waiting on a silent driver
 
     # ------------------------------------------------------------------ helpers
     def _wait_state(self, after_ns: int, what: str) -> dict[str, Any]:
-        waited = 0.0
+        """State messages stamped after ``after_ns``; EpisodeAbortedError after the timeout."""
+        deadline = time.monotonic() + self.state_timeout_s
         while True:
             if self.should_stop():
                 raise EnvStoppedError('shutdown while waiting for the robot')
-            msgs = self.sync.wait_newer(after_ns, min(self.state_timeout_s, 0.5))
+            left = deadline - time.monotonic()
+            msgs = self.sync.wait_newer(after_ns, min(max(left, 0.0), 0.25))
             if msgs is not None:
                 return msgs
-            waited += min(self.state_timeout_s, 0.5)
-            self.paused_s += min(self.state_timeout_s, 0.5)
-            if waited >= self.state_timeout_s:
-                self.warn(f'no robot state newer than {after_ns * 1e-9:.3f} s for {waited:.1f} s '
-                          f'({what}): training paused until the driver publishes '
-                          f'{", ".join(self.sync.kinds)}')
-                waited = 0.0
+            if left <= 0:
+                self.warn(f'no robot state newer than {after_ns * 1e-9:.3f} s for '
+                          f'{self.state_timeout_s:.1f} s ({what}): episode aborted, training '
+                          f'paused until the driver publishes {", ".join(self.sync.kinds)} '
+                          'again')
+                raise EpisodeAbortedError(f'robot silent for {self.state_timeout_s} s ({what})')
 
     def _snapshot(self, msgs: dict[str, Any]) -> cm.ContractSnapshot:
         return cm.snapshot_from_msgs(msgs['joint_states'], msgs['ee_pose'], msgs['object_pose'],
@@ -173,7 +178,7 @@ class RobotContractEnv:
             why = 'no reply' if reply is None else reply.message
             self.warn(f'reset_episode failed ({why}): training paused, retrying until the '
                       'driver serves /selfalign/reset_episode')
-            time.sleep(0.5)
+            time.sleep(0.1)
         msgs = {'joint_states': reply.joint_state, 'ee_pose': reply.ee_pose,
                 'object_pose': reply.object_pose, 'ee_wrench': reply.ee_wrench}
         goal, _ = cm.pose_arrays(reply.goal_pose)

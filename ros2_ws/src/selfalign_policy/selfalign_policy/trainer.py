@@ -38,6 +38,13 @@ from selfalign_reward.tasks import episode_success, TASKS
 CHECKPOINT_NAME = 'checkpoint.pt'
 
 
+class EpisodeAbortedError(RuntimeError):
+    """An env's ``reset``/``step`` says this episode cannot go on (the robot went silent or
+    restarted mid-episode). The trainer drops the partial episode (the replay keeps its complete
+    n-step windows, real transitions; the cut-off tail is never sampled; no callbacks, no
+    episode index) and plays the episode again with the same seed."""
+
+
 @dataclass
 class EpisodeData:
     """One finished episode; field names match ``selfalign_reward.episode.EpisodeRecord``."""
@@ -117,6 +124,7 @@ class Trainer:
         self.episode_index = 0
         self.update_count = 0
         self.eval_round = 0
+        self.aborted_episodes = 0
         self.next_eval = cfg.trainer.eval_every_steps or math.inf
         self.next_checkpoint = cfg.trainer.checkpoint_every_steps or math.inf
         self.last_metrics: dict[str, float] = {}
@@ -137,7 +145,18 @@ class Trainer:
         return base + self.episode_index
 
     def run_episode(self, evaluation: bool = False, eval_index: int = 0) -> EpisodeData:
-        """Play one episode; training episodes are stored and interleaved with updates."""
+        """Play one episode; training episodes are stored and interleaved with updates.
+
+        An episode the env aborts (``EpisodeAbortedError``) is dropped and played again with
+        its seed; its env steps still count (they happened).
+        """
+        while True:
+            try:
+                return self._play_episode(evaluation, eval_index)
+            except EpisodeAbortedError:
+                self.aborted_episodes += 1
+
+    def _play_episode(self, evaluation: bool, eval_index: int) -> EpisodeData:
         seed = self._episode_seed(evaluation, eval_index)
         obs, info = self.env.reset(seed=seed)
         frames: deque[np.ndarray] = deque([obs], maxlen=self.replay.frame_stack)

@@ -3,10 +3,13 @@
 import json
 from pathlib import Path
 import sys
+import time
 
+from geometry_msgs.msg import TwistStamped
 import numpy as np
 import pytest
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from selfalign_interfaces.msg import Episode, RewardSpec
@@ -17,7 +20,7 @@ from selfalign_reward.template import load_reference_template
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 from tests.rosproc import NodeProcess, TestNode  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~20 s: two bridge starts, 400 steps
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~15 s: two bridge starts, 400 steps
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -42,11 +45,18 @@ def test_trains_on_the_latched_spec_publishes_episodes_and_survives_a_silent_dri
         pub.publish(spec)
         probe.record(Episode, '/selfalign/episode', 50)
         probe.record(String, '/selfalign/policy_stats', 100)
+        states: list[float] = []  # arrival times (monotonic) of /joint_states and the commands
+        twists: list[float] = [0.0]
+        probe.node.create_subscription(JointState, '/joint_states',
+                                       lambda _: states.append(time.monotonic()),
+                                       qos_profile_sensor_data)
+        probe.node.create_subscription(TwistStamped, '/servo_node/delta_twist_cmds',
+                                       lambda _: twists.append(time.monotonic()), 10)
         try:
             bridge.start()
             policy.start()
             try:
-                probe.wait_until(lambda: len(probe.messages('/selfalign/episode')) >= 2, 90,
+                probe.wait_until(lambda: len(probe.messages('/selfalign/episode')) >= 2, 60,
                                  'two Episode messages')
             except TimeoutError:
                 raise _fail('no episodes', bridge, policy) from None
@@ -56,7 +66,8 @@ def test_trains_on_the_latched_spec_publishes_episodes_and_survives_a_silent_dri
             expect = RewardFunction(template).total(ep.features, theta)
             assert np.allclose(ep.rewards, expect, atol=1e-5)  # trained on the spec's reward
             assert np.all(np.abs(ep.actions) <= 1.0)
-            # the driver goes silent: training pauses, the node stays up and says why
+            # the driver dies mid-episode: the episode is aborted, the node stays up, says why
+            probe.wait_until(lambda: len(twists) % 100 > 30, 30, 'a command mid-episode')
             bridge.stop()
             n_before = len(probe.messages('/selfalign/episode'))
             try:
@@ -65,17 +76,23 @@ def test_trains_on_the_latched_spec_publishes_episodes_and_survives_a_silent_dri
             except TimeoutError:
                 raise _fail('no pause warning', policy) from None
             assert policy.alive()
-            # ... and continues when a driver is back
+            # ... and continues with a reset as soon as a new driver serves (its clock restarts)
+            n_states = len(states)
             bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge',
                                  params={'mode': 'lockstep'})
             bridge.start()
             try:
+                probe.wait_until(lambda: len(states) > n_states, 30, "the new driver's state")
+                first_state = states[n_states]
+                probe.wait_until(lambda: twists[-1] > first_state, 30, 'a command after it')
+                print(f'training resumed {twists[-1] - first_state:.3f} s after the restarted '
+                      "driver's first state")
                 probe.wait_until(
                     lambda: any(json.loads(m.data).get('kind') == 'done'
                                 for m in probe.messages('/selfalign/policy_stats')),
-                    120, 'training done')
+                    60, 'training done')
             except TimeoutError:
-                raise _fail('training did not finish', bridge, policy) from None
+                raise _fail('training did not resume and finish', bridge, policy) from None
             assert len(probe.messages('/selfalign/episode')) > n_before
             stats = [json.loads(m.data) for m in probe.messages('/selfalign/policy_stats')]
             updates = [s for s in stats if s['kind'] == 'update']

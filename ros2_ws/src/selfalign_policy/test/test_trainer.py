@@ -8,7 +8,7 @@ import torch
 import selfalign_bringup.sim  # noqa: F401  (registers SelfAlign/* envs; tests may import up)
 from selfalign_policy.checkpoint import load_checkpoint
 from selfalign_policy.config import DrQV2Config
-from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, Trainer
+from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, EpisodeAbortedError, Trainer
 from selfalign_reward import features, tasks
 from selfalign_reward.features import FEATURE_DIM
 
@@ -90,3 +90,42 @@ def test_pixel_env_trains_with_stacked_frames():
         assert tr.update_count == 3 and np.isfinite(tr.last_metrics['critic_loss'])
     finally:
         env.close()
+
+
+class _AbortOnce(gym.Wrapper):
+    """The real touch env, but step ``at`` of the second episode raises like a silent robot."""
+
+    def __init__(self, env: gym.Env, at: int) -> None:
+        super().__init__(env)
+        self.at, self.resets, self.t, self.fired = at, 0, 0, False
+
+    def reset(self, **kw):
+        self.resets += 1
+        self.t = 0
+        return self.env.reset(**kw)
+
+    def step(self, action):
+        self.t += 1
+        if self.resets == 2 and self.t == self.at and not self.fired:
+            self.fired = True
+            raise EpisodeAbortedError('robot silent')
+        return self.env.step(action)
+
+
+def test_an_aborted_episode_is_dropped_and_played_again_with_its_seed(env):
+    cfg = DrQV2Config.from_dict(CFG)
+    wrapped = _AbortOnce(env, at=40)
+    got = []
+    tr = Trainer(wrapped, cfg, oracle, task='touch',
+                 callbacks=Callbacks(on_episode_end=got.append))
+    tr.train(200)
+    assert wrapped.fired and tr.aborted_episodes == 1
+    assert [e.episode_index for e in got] == [0, 1]  # the aborted attempt is not an episode
+    assert got[1].seed == tr._episode_seed(False) - 1 and got[1].features.shape[0] == 100
+    assert tr.env_step == 239  # its 39 steps happened and count
+    # its complete n-step windows are real transitions and stay; its cut-off tail never samples
+    starts = tr.replay._sample_starts(4096)[0]
+    eps, ts = tr.replay._ep[starts], tr.replay._t[starts]
+    aborted = sorted(set(np.unique(eps)))[1]  # the replay's numbering of the second attempt
+    assert len(np.unique(eps)) == 3
+    assert ts[eps == aborted].max() <= 39 - tr.replay.nstep
