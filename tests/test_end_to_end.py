@@ -83,7 +83,7 @@ def _rows(run: Path, kind: str) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_multi_process_run_aligns_records_and_resumes(tmp_path):
     run = tmp_path / 'run'
-    out = _finish(_start(*FAST, '--steps', '600', '--run-dir', str(run)), 240)
+    out = _finish(_start(*FAST, '--steps', '600', '--run-dir', str(run)), 120)
 
     for name in ('config.yaml', 'params.yaml', 'transcript.jsonl', 'metrics.csv',
                  'checkpoint.pt', 'recording.mcap', 'reward_state.json', 'plots/success.png'):
@@ -105,7 +105,7 @@ def test_multi_process_run_aligns_records_and_resumes(tmp_path):
     assert max(int(r['env_step']) for r in _rows(run, 'episode')) == 600
 
     version_before = saved['version']
-    out = _finish(_start('--resume', str(run), '--steps', '800', '--no-progress'), 240)
+    out = _finish(_start('--resume', str(run), '--steps', '800', '--no-progress'), 120)
     steps = [int(r['env_step']) for r in _rows(run, 'episode')]
     assert steps[-2:] == [700, 800], f'resume did not continue the step count: {steps}\n{out}'
     resumed = json.loads((run / 'reward_state.json').read_text())
@@ -119,7 +119,7 @@ def test_killed_policy_resumes_from_last_checkpoint(tmp_path):
     run = tmp_path / 'run'
     proc = _start(*FAST, '--steps', '2000', '--run-dir', str(run))
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             done = [int(r['env_step']) for r in _rows(run, 'episode')]
             if done and max(done) >= 500:
@@ -145,7 +145,7 @@ def test_killed_policy_resumes_from_last_checkpoint(tmp_path):
 
     before = len(_rows(run, 'episode'))
     out = _finish(_start('--resume', str(run), '--steps', str(killed_at + 200),
-                         '--no-progress'), 240)
+                         '--no-progress'), 120)
     after = [int(r['env_step']) for r in _rows(run, 'episode')[before:]]
     assert after, out[-3000:]
     resumed_from = after[0] - 100  # episodes are 100 steps
@@ -164,7 +164,7 @@ def test_embedded_runner_ctrl_c_checkpoints_and_resumes(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 120
         while not [r for r in _rows(run, 'episode') if int(r['env_step']) >= 300]:
             assert proc.poll() is None and time.monotonic() < deadline, _stop(proc)[-3000:]
             time.sleep(0.5)
@@ -180,7 +180,7 @@ def test_embedded_runner_ctrl_c_checkpoints_and_resumes(tmp_path):
 
     out = subprocess.run([str(SELFALIGN), 'train', '--resume', str(run), '--steps',
                           str(saved + 200), '--no-progress'], env=os.environ.copy(),
-                         capture_output=True, text=True, timeout=240)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     steps = [int(r['env_step']) for r in _rows(run, 'episode')]
     assert steps[-1] == saved + 200 and steps[-2] == saved + 100, (saved, steps[-4:])

@@ -1,0 +1,145 @@
+"""policy_node over ROS vs the bare trainer: env steps/s and CPU seconds per env step.
+
+Three rows per network size, all on the touch task with the oracle reward (no LLM, no reward
+node), lockstep, measured in one run:
+
+- **bare trainer**: ``Trainer`` on the in-process gym env (PyBullet in the same process).
+- **policy_node, selfalign executor**: the installed ``policy_node`` executable (our
+  ``selfalign_core.executors.MultiThreadedExecutor``) against the ``pybullet_bridge`` process.
+- **policy_node, rclpy executor**: the same node class spun by rclpy's own
+  ``MultiThreadedExecutor`` (what every node ran before): the "before" figure.
+
+Timing starts when the first training episode ends (start-up, imports and DDS discovery
+excluded) and stops at the node's ``done``; CPU is read from ``/proc/<pid>/stat`` of the policy
+and of the bridge at the same two moments. The bare row's CPU includes the simulator, so compare
+it with policy + bridge.
+
+    python benchmarks/policy_node_speed.py [--steps 600] [--rclpy-steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import conftest  # noqa: E402,F401  (own ROS_DOMAIN_ID, discovery on localhost)
+from tests.rosproc import NodeProcess, TestNode  # noqa: E402
+
+TICK = os.sysconf('SC_CLK_TCK')
+SIZES = {'hidden 32, batch 16': {'hidden_dim': 32, 'batch_size': 16},
+         'hidden 256, batch 256': {'hidden_dim': 256, 'batch_size': 256}}
+# The node class under rclpy's own executor, as every node's main() ran it before.
+RCLPY_RUNNER = """
+import sys, rclpy
+from rclpy.executors import MultiThreadedExecutor
+from selfalign_policy.policy_node import PolicyNode
+rclpy.init(args=sys.argv)
+node = PolicyNode()
+executor = MultiThreadedExecutor(num_threads=2)
+executor.add_node(node)
+try:
+    executor.spin()
+except KeyboardInterrupt:
+    pass
+finally:
+    node.close(); node.destroy_node(); rclpy.try_shutdown()
+"""
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def bare(size: dict[str, int], steps: int) -> dict[str, float]:
+    code = f"""
+import time, torch, gymnasium as gym
+import selfalign_bringup.sim
+from selfalign_policy.config import DrQV2Config
+from selfalign_policy.trainer import Trainer
+from selfalign_reward import features, tasks
+env = gym.make('SelfAlign/Touch-v0')
+cfg = DrQV2Config.from_dict({{'agent': {{'hidden_dim': {size['hidden_dim']},
+    'batch_size': {size['batch_size']}, 'num_expl_steps': 100}},
+    'trainer': {{'total_env_steps': {steps}, 'seed': 0, 'eval_every_steps': 0,
+                'progress': False}}}})
+tr = Trainer(env, cfg, lambda x: tasks.oracle_reward('touch', features.unpack(x)), task='touch')
+tr.run_episode()
+t0, c0 = time.monotonic(), time.process_time()
+tr.train()
+print(tr.env_step - 100, time.monotonic() - t0, time.process_time() - c0)
+"""
+    out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    n, wall, cpu = int(out[-3]), float(out[-2]), float(out[-1])
+    return {'steps_per_s': n / wall, 'cpu_ms_policy': 1e3 * cpu / n, 'cpu_ms_bridge': 0.0}
+
+
+def over_ros(size: dict[str, int], steps: int, rclpy_executor: bool) -> dict[str, float]:
+    from std_msgs.msg import String
+
+    params = {'task': 'touch', 'reward_source': 'oracle', 'total_env_steps': steps,
+              'num_expl_steps': 100, 'eval_every_steps': 0, 'checkpoint_every_steps': 0,
+              'stats_every_updates': 10**6, **size}
+    bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={'mode': 'lockstep'})
+    policy = NodeProcess('selfalign_policy', 'policy_node', params=params)
+    if rclpy_executor:
+        policy.cmd = [sys.executable, '-c', RCLPY_RUNNER, *policy.cmd[1:]]
+    marks: dict[str, tuple[float, float, float, int]] = {}
+    lock = threading.Lock()
+
+    def on_stats(msg: String) -> None:
+        d = json.loads(msg.data)
+        kind = d.get('kind')
+        if (kind == 'episode' and 'first' not in marks) or kind == 'done':
+            mark = (time.monotonic(), cpu_s(policy.pid), cpu_s(bridge.pid), int(d['env_step']))
+            with lock:
+                marks.setdefault('first' if kind == 'episode' else 'done', mark)
+
+    with TestNode('policy_speed_probe') as probe:
+        probe.node.create_subscription(String, '/selfalign/policy_stats', on_stats, 100)
+        with bridge, policy:
+            budget = 60 + steps * (2.0 if rclpy_executor else 0.5)
+            try:
+                probe.wait_until(lambda: 'done' in marks, budget, 'training done')
+            except TimeoutError:
+                raise RuntimeError(f'policy_node did not finish {steps} steps in {budget} s:\n'
+                                   + policy.output()[-3000:]) from None
+    (t0, p0, b0, s0), (t1, p1, b1, s1) = marks['first'], marks['done']
+    n = s1 - s0
+    return {'steps_per_s': n / (t1 - t0), 'cpu_ms_policy': 1e3 * (p1 - p0) / n,
+            'cpu_ms_bridge': 1e3 * (b1 - b0) / n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--steps', type=int, default=600, help='env steps per run')
+    ap.add_argument('--rclpy-steps', type=int, default=300,
+                    help="env steps with rclpy's executor (slow; 0 = skip that row)")
+    ns = ap.parse_args()
+    print('| network | route | env steps/s | CPU ms/step policy | CPU ms/step bridge | '
+          'CPU ms/step total | × bare CPU |')
+    print('|---|---|---:|---:|---:|---:|---:|')
+    for label, size in SIZES.items():
+        rows = [('bare trainer (gym env)', bare(size, ns.steps)),
+                ('policy_node, selfalign executor', over_ros(size, ns.steps, False))]
+        if ns.rclpy_steps:
+            rows.append(("policy_node, rclpy's executor (before)",
+                         over_ros(size, ns.rclpy_steps, True)))
+        base = rows[0][1]['cpu_ms_policy']
+        for route, r in rows:
+            total = r['cpu_ms_policy'] + r['cpu_ms_bridge']
+            print(f"| {label} | {route} | {r['steps_per_s']:.1f} | {r['cpu_ms_policy']:.2f} | "
+                  f"{r['cpu_ms_bridge']:.2f} | {total:.2f} | {total / base:.2f} |", flush=True)
+
+
+if __name__ == '__main__':
+    main()
