@@ -12,7 +12,8 @@ node), lockstep, measured in one run:
 Timing starts when the first training episode ends (start-up, imports and DDS discovery
 excluded) and stops at the node's ``done``; CPU is read from ``/proc/<pid>/stat`` of the policy
 and of the bridge at the same two moments. The bare row's CPU includes the simulator, so compare
-it with policy + bridge.
+it with policy + bridge. Last, the bridge is killed mid-episode and a new one started: the time
+from the new bridge's first state to the policy's next command is how fast training resumes.
 
     python benchmarks/policy_node_speed.py [--steps 600] [--rclpy-steps 300]
 """
@@ -119,6 +120,37 @@ def over_ros(size: dict[str, int], steps: int, rclpy_executor: bool) -> dict[str
             'cpu_ms_bridge': 1e3 * (b1 - b0) / n}
 
 
+def restart_latency(steps: int = 400) -> float:
+    """Kill the bridge mid-episode, start a new one: seconds from its first state to a command."""
+    from geometry_msgs.msg import TwistStamped
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
+
+    params = {'task': 'touch', 'reward_source': 'oracle', 'total_env_steps': steps,
+              'num_expl_steps': 100, 'eval_every_steps': 0, 'checkpoint_every_steps': 0,
+              'state_timeout_s': 0.5, **SIZES['hidden 32, batch 16']}
+    states: list[float] = []
+    twists: list[float] = [0.0]
+    with TestNode('restart_probe') as probe, \
+            NodeProcess('selfalign_policy', 'policy_node', params=params) as policy:
+        probe.node.create_subscription(JointState, '/joint_states',
+                                       lambda _: states.append(time.monotonic()),
+                                       qos_profile_sensor_data)
+        probe.node.create_subscription(TwistStamped, '/servo_node/delta_twist_cmds',
+                                       lambda _: twists.append(time.monotonic()), 10)
+        with NodeProcess('selfalign_bringup', 'pybullet_bridge', params={'mode': 'lockstep'}):
+            probe.wait_until(lambda: len(twists) > 150, 90, '150 commands')
+        n = len(states)
+        with NodeProcess('selfalign_bringup', 'pybullet_bridge', params={'mode': 'lockstep'}):
+            try:
+                probe.wait_until(lambda: len(states) > n, 60, "the new bridge's state")
+                first = states[n]
+                probe.wait_until(lambda: twists[-1] > first, 60, 'a command after it')
+            except TimeoutError:
+                raise RuntimeError(policy.output()[-3000:]) from None
+        return twists[-1] - first
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--steps', type=int, default=600, help='env steps per run')
@@ -139,6 +171,8 @@ def main() -> None:
             total = r['cpu_ms_policy'] + r['cpu_ms_bridge']
             print(f"| {label} | {route} | {r['steps_per_s']:.1f} | {r['cpu_ms_policy']:.2f} | "
                   f"{r['cpu_ms_bridge']:.2f} | {total:.2f} | {total / base:.2f} |", flush=True)
+    print(f'\nbridge killed mid-episode and restarted: training resumed '
+          f"{restart_latency():.3f} s after the new bridge's first state")
 
 
 if __name__ == '__main__':

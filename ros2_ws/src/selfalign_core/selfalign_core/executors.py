@@ -3,12 +3,14 @@
 Why not rclpy's ``MultiThreadedExecutor`` as shipped: in Jazzy (rclpy 7.1) every ready callback
 becomes a ``Task`` kept in the executor's task list until it is done, and
 ``wait_for_ready_callbacks`` yields again every task that is *not executing and not done*. The
-multi-threaded executor only *submits* the task to its thread pool before it waits again, so a
-task still queued for a worker is yielded, submitted and yielded again without ever blocking —
-the spin thread holds the GIL in that loop and the workers (and every other Python thread, the
-trainer's among them) get less of it. Measured on policy_node (lockstep touch, hidden 32): 97 %
-of a core in executor machinery, 400 env steps in ~100 s. Upstream: ros2/rclpy issue 1452
-(fixed in rolling by pull 1547, not in the Jazzy wheels).
+multi-threaded executor only *submits* the task to its thread pool, so a task still queued for a
+worker is yielded and submitted again on every wake-up of the wait (each message, each finished
+callback). In policy_node (lockstep, a trainer thread busy in Python) 4 subscription tasks piled
+up ~2,000 pending submissions; every spin scans that list (``Future.done``), and the spin thread
+holding the GIL starves the workers and the trainer, which makes the queue longer still: 97 % of
+a core in executor machinery, 3.7 env steps/s, 270 ms of CPU per step
+(``benchmarks/policy_node_speed.py``). Upstream: ros2/rclpy issue 1452, fixed in rolling by
+pull 1547; the Jazzy wheels (rclpy 7.1.6) do not have it.
 
 ``MultiThreadedExecutor`` here submits each task once; when the wait yields a task that is
 still queued (the start of that loop), it blocks until a worker has started it instead of
