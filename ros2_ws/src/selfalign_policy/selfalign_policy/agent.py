@@ -9,7 +9,7 @@ policy with a linear std schedule; uniform actions for the first ``num_expl_step
 State observations use the same agent without the conv encoder (``repr_dim = obs_dim``).
 
 Implementation choices that keep the math but run faster on a small CPU (see
-benchmarks/drqv2_speed.py): the two Q heads run as one batched matmul per layer; the encoder
+benchmarks/drqv2_speed.py): the encoder
 runs channels-last and is flattened in (H, W, C) order (a fixed permutation of the trunk's input
 columns, so the same function class and init distribution); critic parameters do not accumulate
 the actor loss's gradient (the reference zeroes it before it is ever used); fused Adam; the
@@ -133,36 +133,69 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """Twin Q: (repr (B, repr_dim), action (B, A)) -> Q (2, B, 1), head k in row k.
+    """Twin Q: (repr (B, repr_dim), action (B, A)) -> (Q1 (B, 1), Q2 (B, 1)).
 
-    Each head is Linear(feature_dim + A, hidden) -> ReLU -> Linear(hidden, hidden) -> ReLU ->
-    Linear(hidden, 1), orthogonally initialised on its own, exactly as the reference's Q1/Q2;
-    the heads are stored stacked so that each layer is a single (batched) matmul.
+    The reference's: a shared Linear -> LayerNorm -> Tanh trunk, then two independent heads
+    Linear(feature_dim + A, hidden) -> ReLU -> Linear(hidden, hidden) -> ReLU -> Linear(hidden, 1),
+    orthogonally initialised. Two plain heads, not one stacked batched matmul: on CPU ``bmm``
+    cost 2x two ``addmm`` (profiled; see benchmarks/drqv2_speed.py).
     """
 
     def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int
                  ) -> None:
         super().__init__()
-        self.hidden_dim = hidden_dim
         self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim),
                                    nn.LayerNorm(feature_dim), nn.Tanh())
-        self.l1 = nn.Linear(feature_dim + action_dim, 2 * hidden_dim)
-        self.w2 = nn.Parameter(torch.empty(2, hidden_dim, hidden_dim))
-        self.b2 = nn.Parameter(torch.zeros(2, 1, hidden_dim))
-        self.w3 = nn.Parameter(torch.empty(2, hidden_dim, 1))
-        self.b3 = nn.Parameter(torch.zeros(2, 1, 1))
-        self.apply(weight_init)
-        with torch.no_grad():
-            for k in range(2):  # per head, as two separate nn.Linear would be
-                nn.init.orthogonal_(self.l1.weight[k * hidden_dim:(k + 1) * hidden_dim])
-                nn.init.orthogonal_(self.w2[k])
-                nn.init.orthogonal_(self.w3[k].T)
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        def head() -> nn.Sequential:
+            return nn.Sequential(nn.Linear(feature_dim + action_dim, hidden_dim),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden_dim, hidden_dim),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden_dim, 1))
+
+        self.Q1, self.Q2 = head(), head()
+        self.apply(weight_init)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.cat([self.trunk(obs), action], dim=-1)
-        z = F.relu(self.l1(h)).view(-1, 2, self.hidden_dim).transpose(0, 1)  # (2, B, H)
-        z = F.relu(torch.baddbmm(self.b2, z, self.w2))
-        return torch.baddbmm(self.b3, z, self.w3)
+        return self.Q1(h), self.Q2(h)
+
+
+# Checkpoints written before the critic had two plain heads stored them stacked (one Linear of
+# 2*hidden rows, then batched (2, ...) weights). Parameter order in those files:
+_STACKED_CRITIC = ('trunk.0.weight', 'trunk.0.bias', 'trunk.1.weight', 'trunk.1.bias',
+                   'l1.weight', 'l1.bias', 'w2', 'b2', 'w3', 'b3')
+
+
+def unstack_critic(old: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A stacked-heads critic state (names in ``_STACKED_CRITIC``) -> ``Critic``'s Q1/Q2 names.
+
+    Works on parameters and on anything shaped like them (Adam's moments).
+    """
+    new = {k: v for k, v in old.items() if k.startswith('trunk.')}
+    h = old['w2'].shape[1]
+    for k, q in enumerate(('Q1', 'Q2')):
+        rows = slice(k * h, (k + 1) * h)
+        new.update({f'{q}.0.weight': old['l1.weight'][rows], f'{q}.0.bias': old['l1.bias'][rows],
+                    f'{q}.2.weight': old['w2'][k].T, f'{q}.2.bias': old['b2'][k, 0],
+                    f'{q}.4.weight': old['w3'][k].T, f'{q}.4.bias': old['b3'][k, 0]})
+    return {k: v.contiguous().clone() for k, v in new.items()}
+
+
+def _unstack_critic_opt(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Adam state of a stacked-heads critic -> the same moments for ``names`` (Critic order)."""
+    per = [state['state'][i] for i in range(len(_STACKED_CRITIC))]
+    out: dict[int, dict[str, torch.Tensor]] = {i: {} for i in range(len(names))}
+    for key in per[0]:
+        if key == 'step':
+            for i in out:
+                out[i][key] = per[0][key].clone()
+            continue
+        moved = unstack_critic({n: s[key] for n, s in zip(_STACKED_CRITIC, per)})
+        for i, name in enumerate(names):
+            out[i][key] = moved[name]
+    groups = [{**state['param_groups'][0], 'params': list(range(len(names)))}]
+    return {'state': out, 'param_groups': groups}
 
 
 def _make_adam(params: list[nn.Parameter], lr: float, device: torch.device
@@ -330,11 +363,16 @@ class DrQV2Agent:
             raise ValueError(f'checkpoint agent has obs_shape {tuple(state["obs_shape"])}, '
                              f'action_dim {state["action_dim"]}; this agent {self.obs_shape}, '
                              f'{self.action_dim}: build the agent from the same env')
+        critic, target, critic_opt = state['critic'], state['critic_target'], state['critic_opt']
+        if 'w2' in critic:  # a checkpoint from before the two-head critic: same function
+            names = [n for n, _ in self.critic.named_parameters()]
+            critic, target = unstack_critic(critic), unstack_critic(target)
+            critic_opt = _unstack_critic_opt(critic_opt, names)
         self.encoder.load_state_dict(state['encoder'])
         self.actor.load_state_dict(state['actor'])
-        self.critic.load_state_dict(state['critic'])
-        self.critic_target.load_state_dict(state['critic_target'])
+        self.critic.load_state_dict(critic)
+        self.critic_target.load_state_dict(target)
         self.actor_opt.load_state_dict(state['actor_opt'])
-        self.critic_opt.load_state_dict(state['critic_opt'])
+        self.critic_opt.load_state_dict(critic_opt)
         if self.encoder_opt is not None:
             self.encoder_opt.load_state_dict(state['encoder_opt'])

@@ -53,7 +53,7 @@ def test_shapes_come_from_the_spec():
     agent = DrQV2Agent((6, 40, 40), 3, SMALL)
     assert agent.actor.trunk[0].in_features == agent.repr_dim == 32 * 13 * 13
     assert agent.actor.policy[-1].out_features == 3
-    assert agent.critic.l1.in_features == SMALL.feature_dim + 3
+    assert agent.critic.Q1[0].in_features == SMALL.feature_dim + 3
     state = DrQV2Agent((17,), 2, SMALL)
     assert state.repr_dim == 17 and state.encoder_opt is None
     with pytest.raises(ValueError, match='obs_shape'):
@@ -63,14 +63,51 @@ def test_shapes_come_from_the_spec():
 def test_twin_heads_are_independent_orthogonal_layers():
     agent = DrQV2Agent((8,), 4, AgentConfig(hidden_dim=32, feature_dim=16))
     c = agent.critic
-    for k in range(2):
-        w1 = c.l1.weight[k * 32:(k + 1) * 32]  # (32, 20): columns orthonormal, like nn.Linear
-        assert torch.allclose(w1.T @ w1, torch.eye(20), atol=1e-4)
-        assert torch.allclose(c.w2[k].T @ c.w2[k], torch.eye(32), atol=1e-4)
-        assert float(torch.linalg.norm(c.w3[k])) == pytest.approx(1.0, abs=1e-5)
-    assert not torch.allclose(c.w2[0], c.w2[1])
-    q = c(torch.randn(5, 8), torch.rand(5, 4))
-    assert q.shape == (2, 5, 1)
+    for head in (c.Q1, c.Q2):
+        w1, w2, w3 = head[0].weight, head[2].weight, head[4].weight
+        assert torch.allclose(w1.T @ w1, torch.eye(20), atol=1e-4)  # (32, 20) orthonormal cols
+        assert torch.allclose(w2.T @ w2, torch.eye(32), atol=1e-4)
+        assert float(torch.linalg.norm(w3)) == pytest.approx(1.0, abs=1e-5)
+    assert not torch.allclose(c.Q1[2].weight, c.Q2[2].weight)
+    q1, q2 = c(torch.randn(5, 8), torch.rand(5, 4))
+    assert q1.shape == q2.shape == (5, 1)
+
+
+def _reference_agent(obs_shape, hidden):
+    """The reference learner (benchmarks/drqv2_reference.py, after facebookresearch/drqv2)."""
+    from pathlib import Path
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[4] / 'benchmarks'))
+    from drqv2_reference import ReferenceAgent
+    return ReferenceAgent(obs_shape, 4, hidden_dim=hidden, feature_dim=50,
+                          pixels=len(obs_shape) == 3)
+
+
+@pytest.mark.parametrize('obs_shape,dtype', [((24,), np.float32), ((9, 84, 84), np.uint8)])
+def test_one_update_is_the_reference_math(obs_shape, dtype):
+    """Same weights, batch and seed: losses and every parameter after one step agree (1e-5)."""
+    pixels = len(obs_shape) == 3
+    ref = _reference_agent(obs_shape, hidden=64)
+    cfg = AgentConfig(hidden_dim=64, feature_dim=50, aug_pad=0, channels_last=False,
+                      num_threads=0)
+    ours = DrQV2Agent(obs_shape, 4, cfg)
+    for mine, theirs in [(ours.encoder, ref.encoder), (ours.actor, ref.actor),
+                         (ours.critic, ref.critic), (ours.critic_target, ref.critic_target)]:
+        mine.load_state_dict(theirs.state_dict())
+    if pixels:
+        ref.aug = torch.nn.Identity()  # aug is compared on its own in test_augment_config
+    batch = _batch(obs_shape, dtype, b=32)
+    step = 5000
+    torch.manual_seed(7)
+    m_ref = ref.update(iter([tuple(torch.as_tensor(x) for x in batch)]), step)
+    torch.manual_seed(7)
+    m_ours = ours.update(batch, step)
+    for k in ('critic_loss', 'actor_loss', 'critic_target_q', 'critic_q1', 'critic_q2'):
+        assert m_ours[k] == pytest.approx(m_ref[k], rel=1e-5, abs=1e-5), k
+    for mine, theirs in [(ours.encoder, ref.encoder), (ours.actor, ref.actor),
+                         (ours.critic, ref.critic), (ours.critic_target, ref.critic_target)]:
+        for (name, p), q in zip(mine.named_parameters(), theirs.parameters()):
+            assert torch.allclose(p, q, atol=1e-5), name
 
 
 def test_act_uniform_then_policy_and_deterministic_eval():
@@ -93,3 +130,48 @@ def test_cuda_request_without_cuda_fails_clearly():
         with pytest.raises(RuntimeError, match="no CUDA device; use 'cpu' or 'auto'"):
             resolve_device('cuda')
         assert resolve_device('auto').type == 'cpu'
+
+
+def _stack_critic(new: dict) -> dict:
+    """Inverse of agent.unstack_critic: the layout checkpoints had before the two-head critic."""
+    old = {k: v for k, v in new.items() if k.startswith('trunk.')}
+    old['l1.weight'] = torch.cat([new['Q1.0.weight'], new['Q2.0.weight']])
+    old['l1.bias'] = torch.cat([new['Q1.0.bias'], new['Q2.0.bias']])
+    old['w2'] = torch.stack([new['Q1.2.weight'].T, new['Q2.2.weight'].T])
+    old['b2'] = torch.stack([new['Q1.2.bias'], new['Q2.2.bias']])[:, None]
+    old['w3'] = torch.stack([new['Q1.4.weight'].T, new['Q2.4.weight'].T])
+    old['b3'] = torch.stack([new['Q1.4.bias'], new['Q2.4.bias']])[:, None]
+    return old
+
+
+def test_a_checkpoint_with_the_old_stacked_critic_loads_into_the_same_function():
+    from selfalign_policy.agent import _STACKED_CRITIC
+    torch.manual_seed(0)
+    a = DrQV2Agent((24,), 4, SMALL)
+    for i in range(3):
+        a.update(_batch((24,), np.float32, seed=i), step=100)
+    state = a.state_dict()
+    names = [n for n, _ in a.critic.named_parameters()]
+    old_opt = state['critic_opt']
+    moments = {key: _stack_critic({n: old_opt['state'][i][key] for i, n in enumerate(names)})
+               for key in ('exp_avg', 'exp_avg_sq')}
+    state['critic_opt'] = {
+        'state': {i: {'step': old_opt['state'][0]['step'],
+                      **{key: moments[key][n] for key in moments}}
+                  for i, n in enumerate(_STACKED_CRITIC)},
+        'param_groups': [{**old_opt['param_groups'][0], 'params': list(range(10))}]}
+    state['critic'] = _stack_critic(state['critic'])
+    state['critic_target'] = _stack_critic(state['critic_target'])
+    b = DrQV2Agent((24,), 4, SMALL)
+    b.load_state_dict(state)
+    x, act = torch.randn(6, 24), torch.rand(6, 4)
+    for qa, qb in zip(a.critic(x, act), b.critic(x, act)):
+        assert torch.equal(qa, qb)
+    for qa, qb in zip(a.critic_target(x, act), b.critic_target(x, act)):
+        assert torch.equal(qa, qb)
+    # and training goes on identically (the Adam moments came across)
+    torch.manual_seed(5)
+    ma = a.update(_batch((24,), np.float32, seed=9), step=100)
+    torch.manual_seed(5)
+    mb = b.update(_batch((24,), np.float32, seed=9), step=100)
+    assert ma == mb
