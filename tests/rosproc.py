@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 import os
 from pathlib import Path
+import re
 import signal
 import subprocess
 import tempfile
@@ -101,6 +102,19 @@ class NodeProcess:
         self._log.flush()
         self._log.seek(0)
         return self._log.read().decode(errors='replace')
+
+    def log_time(self, pattern: str, timeout_s: float) -> float:
+        """Wall time (s since the epoch) of the first ROS log line whose message matches
+        ``pattern`` (a regex), read from the line's own stamp; TimeoutError names the pattern."""
+        line = re.compile(r'\[(\d+\.\d+)\] \[[^\]]*\]: .*' + pattern)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            m = line.search(self.output())
+            if m:
+                return float(m.group(1))
+            time.sleep(0.05)
+        raise TimeoutError(f'no log line matching {pattern!r} after {timeout_s} s:\n'
+                           + self.output()[-2000:])
 
     def wait(self, timeout_s: float) -> int:
         """Wait for the process to exit by itself; returns its exit code."""

@@ -322,6 +322,7 @@ class PyBulletBridge(Node):
         response.joint_state, response.ee_pose, response.ee_wrench = msgs[:3]
         response.object_pose, response.goal_pose = msgs[3], msgs[4]
         response.block_rest_z = float(stepped.result.block_rest_z)
+        self.get_logger().debug(f'first state of {response.message} published')
         return response
 
     # ------------------------------------------------------------------ publishing

@@ -3,13 +3,11 @@
 import json
 from pathlib import Path
 import sys
-import time
 
 from geometry_msgs.msg import TwistStamped
 import numpy as np
 import pytest
-from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import JointState
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from selfalign_interfaces.msg import Episode, RewardSpec
@@ -24,6 +22,8 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~15 s: two bridge starts, 40
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# the bridge logs (debug) when it publishes an episode's first state
+BRIDGE_DEBUG = ['--ros-args', '--log-level', 'pybullet_bridge:=debug']
 PARAMS = {'task': 'touch', 'total_env_steps': 400, 'num_expl_steps': 100, 'batch_size': 16,
           'hidden_dim': 32, 'eval_every_steps': 0, 'stats_every_updates': 10,
           'checkpoint_every_steps': 200, 'state_timeout_s': 0.5}
@@ -45,13 +45,12 @@ def test_trains_on_the_latched_spec_publishes_episodes_and_survives_a_silent_dri
         pub.publish(spec)
         probe.record(Episode, '/selfalign/episode', 50)
         probe.record(String, '/selfalign/policy_stats', 100)
-        states: list[float] = []  # arrival times (monotonic) of /joint_states and the commands
-        twists: list[float] = [0.0]
-        probe.node.create_subscription(JointState, '/joint_states',
-                                       lambda _: states.append(time.monotonic()),
-                                       qos_profile_sensor_data)
-        probe.node.create_subscription(TwistStamped, '/servo_node/delta_twist_cmds',
-                                       lambda _: twists.append(time.monotonic()), 10)
+        # the commands' stamps (the policy's clock: wall time, ns); the probe has long matched
+        # the policy's publisher, so none is missed (a new bridge's topics it might not see yet)
+        twists: list[int] = [0]
+        probe.node.create_subscription(
+            TwistStamped, '/servo_node/delta_twist_cmds',
+            lambda m: twists.append(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec), 10)
         try:
             bridge.start()
             policy.start()
@@ -77,15 +76,14 @@ def test_trains_on_the_latched_spec_publishes_episodes_and_survives_a_silent_dri
                 raise _fail('no pause warning', policy) from None
             assert policy.alive()
             # ... and continues with a reset as soon as a new driver serves (its clock restarts)
-            n_states = len(states)
             bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge',
-                                 params={'mode': 'lockstep'})
+                                 params={'mode': 'lockstep'}, extra_args=BRIDGE_DEBUG)
             bridge.start()
             try:
-                probe.wait_until(lambda: len(states) > n_states, 30, "the new driver's state")
-                first_state = states[n_states]
-                probe.wait_until(lambda: twists[-1] > first_state, 30, 'a command after it')
-                print(f'training resumed {twists[-1] - first_state:.3f} s after the restarted '
+                first_ns = int(bridge.log_time('first state of episode', 30) * 1e9)
+                probe.wait_until(lambda: twists[-1] > first_ns, 30, 'a command to the new driver')
+                resumed = next(t for t in twists if t > first_ns)
+                print(f'training resumed {(resumed - first_ns) * 1e-9:.3f} s after the restarted '
                       "driver's first state")
                 probe.wait_until(
                     lambda: any(json.loads(m.data).get('kind') == 'done'
