@@ -5,7 +5,11 @@ scripted teacher, monitor) on the same configuration; a third row runs the bare 
 gym env (no ROS) as the floor. Time is measured between the first and the last logged episode,
 so start-up (imports, DDS discovery, the LLM proposal) is excluded and reported separately.
 
-    python benchmarks/run_speed.py [--steps 2000] [--task touch]
+    python benchmarks/run_speed.py [--steps 2000] [--task touch] [--before REV]
+
+``--before REV`` measures the same three routes on commit REV too, in the same run: a git
+worktree of REV is built (colcon, the same venv) in a temporary directory and every route runs
+from it, so the table shows before and after side by side.
 """
 
 from __future__ import annotations
@@ -21,7 +25,29 @@ import tempfile
 import time
 
 ROOT = Path(__file__).resolve().parent.parent
-SELFALIGN = ROOT / 'bin' / 'selfalign'
+VENV = Path(os.environ.get('SELFALIGN_VENV', ROOT / '.venv'))
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment ``source <tree>/scripts/env.sh`` gives, from one without any install."""
+    drop = ('PYTHONPATH', 'AMENT_PREFIX_PATH', 'CMAKE_PREFIX_PATH', 'COLCON_PREFIX_PATH',
+            'LD_LIBRARY_PATH', '_ROS_WHEELS_BOOTSTRAP_COMPLETE')
+    clean = {k: v for k, v in os.environ.items() if k not in drop}
+    clean['PATH'] = ':'.join(p for p in clean['PATH'].split(':') if not p.startswith(str(ROOT)))
+    clean['SELFALIGN_VENV'] = str(VENV)
+    out = subprocess.run(['bash', '-c', f'source {tree}/scripts/env.sh >/dev/null && env -0'],
+                         env=clean, check=True, capture_output=True).stdout
+    return dict(item.split('=', 1) for item in out.decode().split('\0') if '=' in item)
+
+
+def build_worktree(rev: str) -> Path:
+    tree = Path(tempfile.mkdtemp(prefix='selfalign-before-')) / 'tree'
+    subprocess.run(['git', '-C', str(ROOT), 'worktree', 'add', '--detach', str(tree), rev],
+                   check=True, capture_output=True)
+    env = tree_env(tree)
+    subprocess.run(['bash', str(tree / 'scripts' / 'setup.sh')], env=env, check=True,
+                   capture_output=True)
+    return tree
 
 
 def _episodes(run: Path) -> list[tuple[float, int]]:
@@ -30,17 +56,18 @@ def _episodes(run: Path) -> list[tuple[float, int]]:
                 if r['kind'] == 'episode']
 
 
-def ros_route(mode: str, task: str, steps: int, every: int) -> dict[str, float]:
+def ros_route(mode: str, task: str, steps: int, every: int, tree: Path = ROOT
+               ) -> dict[str, float]:
     run = Path(tempfile.mkdtemp(prefix=f'selfalign-{mode}-')) / 'run'
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    subprocess.run([str(SELFALIGN), mode, '--task', task, '--steps', str(steps),
+    subprocess.run([str(tree / 'bin' / 'selfalign'), mode, '--task', task, '--steps', str(steps),
                     '--run-dir', str(run), '--no-progress',
                     '--set', f'alignment_node.reward_update_every_steps={every}',
                     '--set', 'alignment_node.num_ranked=4',
                     '--set', f'policy_node.eval_every_steps={steps * 10}',
                     '--set', 'policy_node.num_expl_steps=200'],
-                   check=True, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                   check=True, env=tree_env(tree), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     total = time.time() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -52,7 +79,7 @@ def ros_route(mode: str, task: str, steps: int, every: int) -> dict[str, float]:
             'cpu_s_per_10k': cpu / steps * 1e4}
 
 
-def bare_trainer(task: str, steps: int) -> dict[str, float]:
+def bare_trainer(task: str, steps: int, tree: Path = ROOT) -> dict[str, float]:
     code = f"""
 import time, resource, torch
 torch.set_num_threads(1)
@@ -73,7 +100,7 @@ tr.train()
 print(tr.env_step - 100, time.time() - t0, time.process_time() - c0)
 """
     out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True,
-                         text=True, env=os.environ.copy()).stdout.split()
+                         text=True, env=tree_env(tree)).stdout.split()
     n, wall, cpu = int(out[-3]), float(out[-2]), float(out[-1])
     return {'steps_per_s': n / wall, 's_per_10k': 1e4 * wall / n, 'startup_s': float('nan'),
             'cpu_s_per_10k': 1e4 * cpu / n}
@@ -83,13 +110,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--task', default='touch')
     parser.add_argument('--steps', type=int, default=2000)
+    parser.add_argument('--before', metavar='REV', help='also measure commit REV (worktree)')
     ns = parser.parse_args()
     every = max(ns.steps // 2, 400)
-    rows = {
-        'bare trainer on the gym env (no ROS)': bare_trainer(ns.task, ns.steps),
-        'embedded: selfalign train (one process)': ros_route('train', ns.task, ns.steps, every),
-        'multi-process: selfalign launch': ros_route('launch', ns.task, ns.steps, every),
-    }
+    trees = [('', ROOT)]
+    if ns.before:
+        trees.insert(0, (f'{ns.before} (before): ', build_worktree(ns.before)))
+    rows = {}
+    for label, tree in trees:
+        rows[f'{label}bare trainer on the gym env (no ROS)'] = bare_trainer(ns.task, ns.steps,
+                                                                            tree)
+        rows[f'{label}embedded: selfalign train (one process)'] = ros_route(
+            'train', ns.task, ns.steps, every, tree)
+        rows[f'{label}multi-process: selfalign launch'] = ros_route(
+            'launch', ns.task, ns.steps, every, tree)
+    if ns.before:
+        subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force',
+                        str(trees[0][1])], check=False, capture_output=True)
     load = os.getloadavg()[0]
     print(f'\n{ns.task}, {ns.steps} env steps per route, state obs, hidden 256, update every 2 '
           f'steps, alignment every {every} steps; load average {load:.1f} on {os.cpu_count()} '
@@ -100,6 +137,14 @@ def main() -> None:
     for name, r in rows.items():
         print(f'| {name} | {r["steps_per_s"]:.1f} | {r["s_per_10k"]:.0f} | '
               f'{r["cpu_s_per_10k"]:.0f} | {r["startup_s"]:.1f} |')
+    for label, _ in trees:
+        bare = rows[f'{label}bare trainer on the gym env (no ROS)']
+        for route in ('embedded: selfalign train (one process)',
+                      'multi-process: selfalign launch'):
+            r = rows[f'{label}{route}']
+            print(f'{label}{route}: {r["steps_per_s"] / bare["steps_per_s"]:.0%} of the bare '
+                  f'trainer\'s env steps/s, {r["cpu_s_per_10k"] / bare["cpu_s_per_10k"]:.1f}x '
+                  'its CPU per step')
 
 
 if __name__ == '__main__':
