@@ -100,6 +100,11 @@ def _json_object(reply: str, what: str) -> dict[str, Any]:
         raise ParseError(f'the {what} is not valid JSON ({exc.msg} at line {exc.lineno} column '
                          f'{exc.colno}); send strict JSON (double quotes, no comments, no '
                          'trailing commas).') from None
+    except RecursionError:
+        raise ParseError(f'the {what} JSON is nested too deeply: send a flat object.') from None
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        raise ParseError(f'the {what} JSON holds an unreadable value ({exc}); use small '
+                         'integers and plain numbers.') from None
     if not isinstance(obj, dict):
         raise ParseError(f'the {what} must be a JSON object {{...}}, got {type(obj).__name__}.')
     return obj

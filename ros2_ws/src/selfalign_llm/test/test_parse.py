@@ -64,6 +64,8 @@ def test_ranking_groups_ties_and_ranks():
     ('{"ranking": [[0], [1', 'cut off'),
     ('I think episode 2 is best.', 'no JSON object'),
     ('[[0], [1], [2]]', 'no JSON object|must be a JSON object'),
+    ('{"ranking": ' + '[' * 100_000 + ']' * 100_000 + '}', 'nested too deeply'),
+    ('{"ranking": [[0], [1], [' + '7' * 5000 + ']]}', 'unreadable value'),
 ])
 def test_ranking_errors(reply, words):
     with pytest.raises(ParseError, match=words):

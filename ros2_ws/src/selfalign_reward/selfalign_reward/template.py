@@ -357,6 +357,21 @@ class _BodyChecker(ast.NodeVisitor):
             self.visit(kw.value)
 
 
+MAX_AST_DEPTH = 100
+"""Deepest syntax tree accepted: everything after parsing (the checks, compile, evaluation)
+walks the tree recursively, so a 1,500-term chain of ``+`` would hit Python's recursion limit."""
+
+
+def _ast_depth(tree: ast.AST) -> int:
+    """Depth of a syntax tree, measured without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def parse_template(source: str) -> RewardTemplate:
     """Check ``source`` against the template rules without running it.
 
@@ -376,6 +391,12 @@ def parse_template(source: str) -> RewardTemplate:
     except (ValueError, RecursionError, MemoryError) as exc:
         raise TemplateError(None, f'the source cannot be parsed ({exc})',
                             'write plain Python source') from None
+    depth = _ast_depth(tree)
+    if depth > MAX_AST_DEPTH:
+        raise TemplateError(None, f'the code is nested {depth} levels deep (limit '
+                            f'{MAX_AST_DEPTH}): a very long chained expression or deep nesting',
+                            'compute in named steps (a = ...; b = a + ...) instead of one '
+                            'expression')
     params_node = None
     reward_node = None
     for k, stmt in enumerate(tree.body):

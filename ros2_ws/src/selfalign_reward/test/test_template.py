@@ -108,6 +108,8 @@ HOSTILE_STATIC = [
     (make('return 0, {}\n  oops'), 'syntax error'),
     ('', 'the template is empty'),
     (make('x = 1'), 'no return statement'),
+    (make('z = 0.0' + ' + 0.0' * 1500 + '\nreturn z, {}'), 'levels deep (limit 100)'),
+    (make('z = ' + '-' * 150 + '1.0\nreturn z, {}'), 'levels deep'),
 ]
 
 
