@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from selfalign_reward import features as F
-from selfalign_reward.sandbox import compile_reward
+from selfalign_reward.sandbox import compile_reward, readonly_features
 from selfalign_reward.template import parse_template, RewardTemplate
 
 Theta = Mapping[str, float] | np.ndarray | list | tuple
@@ -145,10 +145,10 @@ class RewardFunction:
 
     def _run(self, batch: PreparedBatch, theta: dict[str, float]
              ) -> tuple[np.ndarray, dict[str, Any]]:
-        # Templates get fresh views each call (a dict copy) so they cannot corrupt the batch.
+        # Fresh read-only views each call: templates cannot corrupt the batch.
         with np.errstate(all='ignore'):
             try:
-                out = self._fn(dict(batch.features), dict(theta))
+                out = self._fn(readonly_features(batch.features), dict(theta))
             except Exception as exc:  # noqa: BLE001 - LLM code failing on real data
                 raise RewardRuntimeError(f'reward raised {type(exc).__name__}: {exc} '
                                          f'(theta={theta})') from exc
@@ -221,7 +221,7 @@ class RewardFunction:
         if batch.lead is None or len(batch.lead) != 2:
             raise ValueError('episode_returns_many needs episodes prepared as (N, T, ...)')
         c = thetas.shape[0]
-        f = {k: v[None] for k, v in batch.features.items()}
+        f = readonly_features({k: v[None] for k, v in batch.features.items()})
         # float32 like the features: float64 θ arrays would upcast every elementwise op (the
         # one-θ path passes Python floats, which NumPy treats as weak and keeps float32)
         p = {n: thetas[:, j:j + 1].astype(np.float32) for j, n in enumerate(self.param_names)}

@@ -14,7 +14,7 @@ Two layers of defence (DESIGN.md "LLM-written code"):
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 import json
 import os
 import subprocess
@@ -59,6 +59,17 @@ def restricted_globals() -> dict[str, Any]:
     """Globals for executing template code: safe builtins and the numpy namespace only."""
     return {'__builtins__': {n: getattr(builtins, n) for n in SAFE_BUILTINS},
             'np': numpy_namespace()}
+
+
+def readonly_features(features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A fresh dict of read-only views: LLM code cannot write into the caller's arrays (an
+    in-place ``x += ...`` or ``out=f[...]`` raises instead of corrupting replay or MH data)."""
+    out = {}
+    for name, arr in features.items():
+        view = np.asarray(arr).view()
+        view.flags.writeable = False
+        out[name] = view
+    return out
 
 
 def compile_reward(template: RewardTemplate) -> RewardCallable:
@@ -167,7 +178,7 @@ def _trial_in_child(code: str, batch: int) -> None:
               'with every parameter at its upper bound': {s.name: s.upper
                                                           for s in template.params}}
     for where, theta in thetas.items():
-        f = {k: v.copy() for k, v in feats.items()}
+        f = readonly_features(feats)
         with np.errstate(all='ignore'):
             try:
                 out = fn(f, dict(theta))
@@ -178,9 +189,12 @@ def _trial_in_child(code: str, batch: int) -> None:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of LLM code is reported
                 line = _exc_line(exc)
+                fix = ('do not modify the features in place (no +=, no out=f[...]): compute new '
+                       'arrays, e.g. x = f[...] + 1.0' if 'read-only' in str(exc) else
+                       'check shapes ((B,) scalars, (B, 3) vectors) and that every variable is '
+                       'defined on all branches')
                 raise TemplateError(line, f'reward() raised {type(exc).__name__}: {exc} {where}',
-                                    'check shapes ((B,) scalars, (B, 3) vectors) and that every '
-                                    'variable is defined on all branches') from None
+                                    fix) from None
         check_output(out, batch, where)
 
 

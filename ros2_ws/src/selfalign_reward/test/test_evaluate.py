@@ -111,3 +111,24 @@ def test_runtime_exception_is_wrapped():
     src = NAN_SRC.replace("np.log(f['contact_force'])", "f['ee_pos'][:, 9]")
     with pytest.raises(RewardRuntimeError, match='IndexError'):
         RewardFunction(src)(sample_features(4), {'c': 1.0})
+
+
+def test_reward_code_cannot_write_into_the_callers_features():
+    """Even code that skipped the trial run: in-place writes raise, the data stays intact."""
+    from selfalign_reward.template import parse_template
+    header = load_reference_template('touch').code.split('def reward')[0]
+    code = header + ("def reward(f, p):\n    x = f['contact_force']\n    x += 1000.0\n"
+                     "    return x, {}\n")
+    fn = RewardFunction(parse_template(code))
+    packed = sample_features(40, seed=1)
+    before = packed.copy()
+    for _ in range(2):
+        with pytest.raises(RewardRuntimeError, match='read-only'):
+            fn(packed, fn.theta_dict(None))
+    batch = fn.prepare(packed.reshape(4, 10, -1), contiguous=True)
+    kept = {k: v.copy() for k, v in batch.features.items()}
+    with pytest.raises(RewardRuntimeError, match='read-only'):
+        fn.episode_returns_many(batch, np.ones((3, len(fn.param_names))))
+    np.testing.assert_array_equal(packed, before)
+    for k, v in batch.features.items():
+        np.testing.assert_array_equal(v, kept[k])

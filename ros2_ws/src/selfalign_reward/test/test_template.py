@@ -163,6 +163,9 @@ HOSTILE_RUNTIME = [
     (make("x = f['ee_pos'][:, 7]\nreturn x, {}"), 'raised IndexError'),
     (make("x = f['contact_force'] / (p['w'] - 0.1)\nreturn x, {}"),
      'with every parameter at its lower bound'),
+    (make("x = f['contact_force']\nx += 1000.0\nreturn x, {}"), 'do not modify the features'),
+    (make("x = np.clip(f['ee_block_dist'], 0.0, 1.0, out=f['ee_block_dist'])\nreturn x, {}"),
+     'read-only'),
 ]
 
 
