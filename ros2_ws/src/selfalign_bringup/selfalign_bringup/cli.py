@@ -313,6 +313,10 @@ def train(ns: argparse.Namespace) -> int:
         for node in nodes.values():
             node.destroy_node()
         rclpy.try_shutdown()
+    failed = [n for n, node in nodes.items() if getattr(node, 'exit_code', 0)]
+    if failed:  # the node logged why; nothing was written over the run directory
+        print(f'selfalign: {", ".join(failed)} failed; see its log above', file=sys.stderr)
+        return 1
     return _finish(run, interrupted)
 
 

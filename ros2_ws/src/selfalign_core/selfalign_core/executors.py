@@ -20,7 +20,9 @@ bounded by the pool being busy, as the upstream executor already is (a task that
 worker cannot run either way).
 
 ``run_node`` is the Jazzy ``main()`` shape (init; spin; Ctrl-C / external shutdown are a clean
-stop; finally ``close()`` if the node has one, destroy, ``try_shutdown``) written once.
+stop; finally ``close()`` if the node has one, destroy, ``try_shutdown``) written once. A node
+that fails on its own thread sets ``exit_code`` and shuts its context down; the process then
+exits with that code.
 """
 
 from __future__ import annotations
@@ -136,3 +138,6 @@ def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
+    code = int(getattr(node, 'exit_code', 0) or 0)
+    if code:  # the node failed and said why (it shut its context down itself)
+        raise SystemExit(code)

@@ -46,6 +46,10 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read (cut off, corrupted, not ours)."""
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus the global RNG states) to ``path`` atomically; returns the path."""
     path = Path(path)
@@ -68,7 +72,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f'no checkpoint at {path}; pass the file written by '
                                 'save_checkpoint (e.g. <run_dir>/checkpoint.pt)')
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, pickle errors
+        raise CheckpointError(
+            f'checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it was cut off or '
+            'corrupted. It is left as it is: restore a good copy to resume, or start a new run '
+            'directory') from None
+    if not isinstance(state, dict) or 'rng_states' not in state:
+        raise CheckpointError(f'{path} is not a selfalign checkpoint (no rng_states); pass the '
+                              'file written by save_checkpoint')
     if restore_rng:
         restore_rng_states(state['rng_states'])
     return state

@@ -69,6 +69,7 @@ from typing import Any
 from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -123,6 +124,7 @@ class PolicyNode(Node):
         super().__init__('policy_node')
         p = self._declare_all()
         self._p = p
+        self.exit_code = 0  # non-zero after a fatal training error (main() exits with it)
         self._stop = threading.Event()
         self._spec_ready = threading.Event()
         self._reward_lock = threading.Lock()
@@ -338,8 +340,11 @@ class PolicyNode(Node):
                 # Ctrl-C: rclpy's signal handler invalidated the context under a publish;
                 # close() still writes the checkpoint from the trainer's consistent state.
                 return
+            # Fatal: say why, write nothing over the run directory, end the process non-zero.
             log.fatal(f'training failed: {type(exc).__name__}: {exc}')
-            raise
+            self.exit_code = 1
+            self._stop.set()
+            rclpy.try_shutdown(context=self.context)
 
     # ------------------------------------------------------------------ deploy mode
     def _init_deploy(self) -> None:
@@ -556,7 +561,8 @@ class PolicyNode(Node):
             return
         self._worker.join(timeout=30.0)
         trainer = getattr(self, 'trainer', None)
-        if self._worker.is_alive() or trainer is None or not self._p['run_dir']:
+        if (self._worker.is_alive() or trainer is None or not self._p['run_dir']
+                or self.exit_code):  # after a failure (an unreadable checkpoint): write nothing
             return
         path = Path(self._p['run_dir']) / CHECKPOINT_NAME
         trainer.save(path)

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+import subprocess
 import sys
 
 from geometry_msgs.msg import TwistStamped
@@ -99,3 +100,23 @@ def test_trains_on_the_latched_spec_publishes_episodes_and_survives_a_silent_dri
         finally:
             policy.stop()
             bridge.stop()
+
+
+def test_an_unreadable_checkpoint_ends_the_node_non_zero_and_is_left_alone(tmp_path):
+    ckpt = tmp_path / 'checkpoint.pt'
+    ckpt.write_bytes(b'PK\x03\x04' + bytes(200))  # a zip cut off after its first header
+    before = ckpt.read_bytes()
+    policy = NodeProcess('selfalign_policy', 'policy_node',
+                         params={**PARAMS, 'reward_source': 'oracle', 'run_dir': str(tmp_path),
+                                 'resume': True})
+    with policy:
+        try:
+            code = policy.wait(60)  # exits by itself: no driver, no signal needed
+        except subprocess.TimeoutExpired:
+            raise _fail('policy_node kept running after an unreadable checkpoint',
+                        policy) from None
+        out = policy.output()
+    assert code == 1, out[-3000:]
+    assert 'cannot be read' in out and str(ckpt) in out, out[-3000:]
+    assert ckpt.read_bytes() == before  # nothing written over it (no 'checkpoint at step 0')
+    assert not (tmp_path / 'checkpoint.pt.tmp').exists()
