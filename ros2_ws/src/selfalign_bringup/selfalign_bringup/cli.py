@@ -279,7 +279,7 @@ def train(ns: argparse.Namespace) -> int:
     params = wiring.params_file(config, run.path / 'params.yaml')
     import rclpy
 
-    from selfalign_core.executors import MultiThreadedExecutor, spin_quietly
+    from selfalign_core.executors import MultiThreadedExecutor, signals_deferred, spin_quietly
 
     print(f'selfalign: training {config["/**"]["task"]} for {steps} env steps; '
           f'run directory {run.path}', file=sys.stderr, flush=True)
@@ -303,16 +303,17 @@ def train(ns: argparse.Namespace) -> int:
         pass
     finally:
         interrupted = progress is None or not progress.done.is_set()
-        if progress is not None:
-            progress.close()
-        # close(): the policy stops and writes its checkpoint, the monitor flushes its files
-        for node in reversed(list(nodes.values())):
-            if hasattr(node, 'close'):
-                node.close()
-        executor.shutdown(timeout_sec=5)
-        for node in nodes.values():
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with signals_deferred():  # a second Ctrl-C must not cut the checkpoint off
+            if progress is not None:
+                progress.close()
+            # close(): the policy stops and writes its checkpoint, the monitor flushes its files
+            for node in reversed(list(nodes.values())):
+                if hasattr(node, 'close'):
+                    node.close()
+            executor.shutdown(timeout_sec=5)
+            for node in nodes.values():
+                node.destroy_node()
+            rclpy.try_shutdown()
     failed = [n for n, node in nodes.items() if getattr(node, 'exit_code', 0)]
     if failed:  # the node logged why; nothing was written over the run directory
         print(f'selfalign: {", ".join(failed)} failed; see its log above', file=sys.stderr)

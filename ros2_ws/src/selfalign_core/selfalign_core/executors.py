@@ -20,14 +20,17 @@ bounded by the pool being busy, as the upstream executor already is (a task that
 worker cannot run either way).
 
 ``run_node`` is the Jazzy ``main()`` shape (init; spin; Ctrl-C / external shutdown are a clean
-stop; finally ``close()`` if the node has one, destroy, ``try_shutdown``) written once. A node
+stop; finally, with SIGINT/SIGTERM deferred, ``close()`` if the node has one, destroy,
+``try_shutdown``) written once. A node
 that fails on its own thread sets ``exit_code`` and shuts its context down; the process then
 exits with that code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+import signal
 import sys
 import threading
 from typing import Any
@@ -43,7 +46,8 @@ from rclpy.executors import (
 )
 from rclpy.executors import MultiThreadedExecutor as _RclpyMultiThreadedExecutor
 
-__all__ = ['MultiThreadedExecutor', 'SingleThreadedExecutor', 'run_node', 'spin_quietly']
+__all__ = ['MultiThreadedExecutor', 'SingleThreadedExecutor', 'run_node', 'signals_deferred',
+           'spin_quietly']
 
 _START_POLL_S = 0.1  # how often a wait for a free worker re-checks for shutdown
 
@@ -96,6 +100,22 @@ class MultiThreadedExecutor(_RclpyMultiThreadedExecutor):
                 future.result()  # raise any exception of a callback
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM inside (main thread only): a second Ctrl-C, or the SIGTERM a
+    launcher escalates to, must not cut a checkpoint or a recording off half-written. SIGKILL
+    still ends the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
 def spin_quietly(executor: Any) -> None:
     """``executor.spin()`` where Ctrl-C and an external shutdown are a normal end."""
     try:
@@ -132,12 +152,13 @@ def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
     except KeyboardInterrupt:  # during construction
         pass
     finally:
-        if node is not None:
-            close = getattr(node, 'close', None)
-            if close is not None:
-                close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with signals_deferred():
+            if node is not None:
+                close = getattr(node, 'close', None)
+                if close is not None:
+                    close()
+                node.destroy_node()
+            rclpy.try_shutdown()
     code = int(getattr(node, 'exit_code', 0) or 0)
     if code:  # the node failed and said why (it shut its context down itself)
         raise SystemExit(code)

@@ -1,9 +1,12 @@
 """policy_node as a real process against the real pybullet_bridge process over DDS."""
 
 import json
+import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
+import time
 
 from geometry_msgs.msg import TwistStamped
 import numpy as np
@@ -120,3 +123,30 @@ def test_an_unreadable_checkpoint_ends_the_node_non_zero_and_is_left_alone(tmp_p
     assert 'cannot be read' in out and str(ckpt) in out, out[-3000:]
     assert ckpt.read_bytes() == before  # nothing written over it (no 'checkpoint at step 0')
     assert not (tmp_path / 'checkpoint.pt.tmp').exists()
+
+
+def test_repeated_sigint_and_sigterm_still_finish_the_checkpoint(tmp_path):
+    """What `timeout -s INT ros2 launch` or a process-group Ctrl-C delivers: more signals while
+    the node writes its checkpoint (a large replay makes that write take a while)."""
+    from selfalign_policy.checkpoint import load_checkpoint
+
+    policy = NodeProcess('selfalign_policy', 'policy_node',
+                         params={**PARAMS, 'reward_source': 'oracle', 'run_dir': str(tmp_path),
+                                 'replay_capacity': 1_500_000})
+    with policy:
+        try:
+            policy.log_time('replay: ', 60)  # the trainer exists (it waits for a driver)
+        except TimeoutError as exc:
+            raise _fail(str(exc), policy) from None
+        for sig, pause in ((signal.SIGINT, 0.3), (signal.SIGINT, 0.3), (signal.SIGTERM, 0.0)):
+            os.kill(policy.pid, sig)
+            time.sleep(pause)
+        try:
+            policy.wait(60)
+        except subprocess.TimeoutExpired:
+            raise _fail('policy_node did not exit', policy) from None
+        out = policy.output()
+    assert (tmp_path / 'checkpoint.pt').is_file(), out[-3000:]
+    assert not (tmp_path / 'checkpoint.pt.tmp').exists(), out[-3000:]
+    state = load_checkpoint(tmp_path / 'checkpoint.pt', restore_rng=False)
+    assert state['counters']['env_step'] == 0
