@@ -75,7 +75,18 @@ class RunDir:
         os.replace(tmp, self.config_path)
 
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config_path.read_text())
+        """The saved configuration; every path inside the run directory it was written for is
+        re-rooted here, so a copied or moved run directory writes to itself (its transcript,
+        checkpoint, recording), never to the original's."""
+        config = yaml.safe_load(self.config_path.read_text())
+        old = str((config.get('/**') or {}).get('run_dir') or '')
+        if old and Path(old).resolve() != self.path.resolve():
+            new = str(self.path)
+            for params in config.values():
+                for key, value in (params or {}).items():
+                    if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+                        params[key] = new + value[len(old):]
+        return config
 
     def log(self, kind: str, env_step: int, **values: Any) -> None:
         """Append a metrics row; new column names extend the header (the file is rewritten)."""

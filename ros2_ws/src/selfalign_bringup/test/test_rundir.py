@@ -38,3 +38,19 @@ def test_plots_written(tmp_path):
     names = sorted(p.name for p in plot_run(run))
     assert names == ['agreement.png', 'success.png', 'theta.png']
     assert all((run.plots_dir / n).stat().st_size > 5000 for n in names)
+
+
+def test_a_copied_run_directory_writes_to_itself_not_to_the_original(tmp_path):
+    import shutil
+
+    from selfalign_bringup import wiring
+    original = RunDir(tmp_path / 'a' / 'run')
+    config = wiring.resolve(wiring.Args(task='touch', run_dir=str(original.path)))
+    original.write_config(config)
+    assert config['llm_node']['transcript_path'].startswith(str(original.path))
+    shutil.copytree(original.path, tmp_path / 'b')
+    copied = RunDir.open_existing(tmp_path / 'b').read_config()
+    assert copied['/**']['run_dir'] == str(tmp_path / 'b')
+    assert copied['llm_node']['transcript_path'] == str(tmp_path / 'b' / 'transcript.jsonl')
+    assert str(original.path) not in str(copied)
+    assert original.read_config() == config  # the original reads as it was written
