@@ -43,11 +43,11 @@ def rig(driver, probe):
     return driver, probe, topics, twist, grip
 
 
-def step(rig, v=(0.0, 0.0, 0.0), timeout_s=10.0):
+def step(rig, v=(0.0, 0.0, 0.0), timeout_s=10.0, frame_id=C.BASE_FRAME):
     """One lockstep step: send a twist, wait for one new message on every state topic."""
     driver, probe, topics, twist, _ = rig
     before = {t: len(probe.messages(t)) for t in topics}
-    twist.publish(M.twist_msg(np.asarray(v, float), 0))
+    twist.publish(M.twist_msg(np.asarray(v, float), 0, frame_id=frame_id))
     probe.wait_until(lambda: all(len(probe.messages(t)) > before[t] for t in topics),
                      timeout_s, f'the state after a twist on {topics}')
     return {t: probe.messages(t)[-1] for t in topics}
@@ -106,6 +106,15 @@ def test_plus_x_twist_moves_ee_plus_x(rig):
     assert abs(d[1]) < 0.01 and abs(d[2]) < 0.01, f'+x twist moved the EE off-axis: {d}'
     for _ in range(5):
         step(rig, (-0.1, 0.0, 0.0))  # back towards home for the other tests
+
+
+def test_refused_twists_still_get_a_state_and_do_not_move_the_arm(rig):
+    """Not finite, or in another frame: the arm holds, and a lockstep client is answered."""
+    ee = rig[0].topic(C.EE_POSE)
+    p0 = M.pose_arrays(step(rig)[ee])[0]
+    p1 = M.pose_arrays(step(rig, (float('nan'), 0.1, 0.0))[ee])[0]
+    p2 = M.pose_arrays(step(rig, (0.1, 0.0, 0.0), frame_id='tool0')[ee])[0]
+    assert np.abs(p1 - p0).max() < 0.003 and np.abs(p2 - p0).max() < 0.003, (p0, p1, p2)
 
 
 def test_gripper_command_changes_finger_width(rig):

@@ -275,8 +275,11 @@ class PyBulletBridge(Node):
         try:
             v = M.twist_linear(msg)
         except ValueError as e:
-            self.get_logger().warn(f'ignored twist: {e}', throttle_duration_sec=2.0)
-            return
+            self.get_logger().warn(f'refused twist: {e}; holding the arm',
+                                   throttle_duration_sec=2.0)
+            if not self._core.lockstep or self._timeline is not None:
+                return  # real time: the timer holds the arm once commands go stale
+            v = np.zeros(3)  # lockstep: a step at rest, so the client still gets its state
         self._had_twist = True
         if self._timeline is not None:
             self._timeline.add(v, self._grip_pending, time.monotonic())

@@ -162,7 +162,16 @@ def twist_msg(linear_mps: np.ndarray, stamp: Time | int,
 
 
 def twist_linear(msg: TwistStamped) -> np.ndarray:
-    """TwistStamped -> linear velocity (3,) m/s, float64.  Non-finite values raise ValueError."""
+    """TwistStamped -> linear velocity (3,) m/s, float64, in the base frame.
+
+    ValueError for non-finite values, or a frame other than ``BASE_FRAME`` ('' counts as the
+    base frame): the contract takes velocities in the base frame, so any other is refused rather
+    than applied as if it were one.
+    """
+    frame = msg.header.frame_id
+    if frame not in ('', BASE_FRAME):
+        raise ValueError(f'twist in frame {frame!r}: the contract takes EE velocities in '
+                         f'{BASE_FRAME!r}; transform it first')
     v = msg.twist.linear
     out = np.array([v.x, v.y, v.z])
     if not np.all(np.isfinite(out)):
