@@ -185,9 +185,15 @@ def gripper_msg(width_m: float) -> Float64MultiArray:
 
 
 def gripper_width(msg: Float64MultiArray) -> float:
-    """Gripper command -> finger width m (``data[0]``); ValueError when empty or non-finite."""
-    if len(msg.data) < 1:
-        raise ValueError('gripper command has no data; send Float64MultiArray(data=[width_m])')
+    """Gripper command -> finger width m: ``data == [width_m]``, the distance between the pads.
+
+    ValueError when ``data`` is not exactly one finite number. (A stock forward controller on
+    one finger joint takes that joint's position: for the Panda that is width / 2 per finger;
+    see docs/bring_your_own_arm.md.)
+    """
+    if len(msg.data) != 1:
+        raise ValueError(f'gripper command has {len(msg.data)} entries; send '
+                         'Float64MultiArray(data=[width_m]) (the distance between the pads)')
     w = float(msg.data[0])
     if not np.isfinite(w):
         raise ValueError(f'gripper command width is not finite: {w}')

@@ -116,6 +116,11 @@ def test_pose_wrench_twist_gripper_roundtrip():
         M.gripper_width(M.gripper_msg(0.0).__class__(data=[]))
     with pytest.raises(ValueError, match='finite'):
         M.twist_linear(M.twist_msg(np.array([np.nan, 0, 0]), 0))
+    with pytest.raises(ValueError, match='2 entries.*data=\\[width_m\\]'):
+        M.gripper_width(M.gripper_msg(0.0).__class__(data=[0.02, 0.02]))  # per-finger positions
+    with pytest.raises(ValueError, match="frame 'tool0'"):
+        M.twist_linear(M.twist_msg(np.array([0.1, 0, 0]), 0, frame_id='tool0'))
+    assert M.twist_linear(M.twist_msg(np.array([0.1, 0, 0]), 0, frame_id=''))[0] == 0.1
 
 
 def test_joint_state_by_name():
