@@ -226,7 +226,11 @@ class PyBulletBridge(Node):
             from selfalign_bringup.wiring import config_dir
 
             path = self.cfg.randomization_file or str(config_dir() / 'domain_randomization.yaml')
-            cfg = RandomizationConfig.from_yaml(path, self.cfg.task)
+            try:
+                cfg = RandomizationConfig.from_yaml(path, self.cfg.task)
+            except Exception as exc:  # noqa: BLE001 - missing file, bad YAML, bad ranges
+                raise ValueError(f'randomization_file {path!r} cannot be used ({exc}); pass a '
+                                 'YAML shaped like config/domain_randomization.yaml') from None
             self._rand_cfg = RandomizationConfig(**{**cfg.__dict__, 'enabled': True})
         rehearsal = self.cfg.rehearsal()
         if rehearsal.active:

@@ -183,3 +183,16 @@ def test_bridge_randomizes_what_it_publishes_seeded_per_episode():
     assert np.abs(noisy[0][0] - plain[0][0]).max() < 0.02
     assert np.array_equal(noisy[0][1], plain[0][1])  # the goal is not a sensor reading
     assert not np.array_equal(noisy[0][2], plain[0][2])  # EE pose noise
+
+
+@pytest.mark.ros
+def test_bridge_with_a_missing_randomization_file_exits_2_naming_the_parameter(tmp_path):
+    from tests.rosproc import NodeProcess
+
+    missing = tmp_path / 'nope.yaml'
+    with NodeProcess('selfalign_bringup', 'pybullet_bridge',
+                     params={'randomize': True, 'randomization_file': str(missing)}) as bridge:
+        code = bridge.wait(60)
+        out = bridge.output()
+    assert code == 2, out[-2000:]
+    assert 'randomization_file' in out and str(missing) in out and 'Traceback' not in out
