@@ -111,6 +111,11 @@ def test_multi_process_run_aligns_records_and_resumes(tmp_path):
     resumed = json.loads((run / 'reward_state.json').read_text())
     assert resumed['version'] >= version_before
     assert 'resumed the reward saved' in out or resumed['version'] > version_before
+    # the resumed session recorded to a part of its own; the first part is intact
+    from mcap_ros2.reader import read_ros2_messages
+    for part in ('recording.mcap', 'recording-1.mcap'):
+        topics = {m.channel.topic for m in read_ros2_messages(str(run / part))}
+        assert '/selfalign/episode' in topics, (part, topics)
 
 
 @pytest.mark.ros

@@ -8,7 +8,8 @@ robot-contract and selfalign topics are recorded raw into ``recording.mcap``
 
 Parameters:
   run_dir (string, ''): run directory; empty = markers only, nothing written.
-  record (bool, true): record topics into <run_dir>/recording.mcap.
+  record (bool, true): record topics into <run_dir>/recording.mcap (after a resume: the next
+      free recording-<k>.mcap; earlier parts are kept).
   record_camera (bool, false): also record /camera/image_raw (large).
   trail_length (int, 200): end-effector trail points shown.
   plot_every_episodes (int, 50): redraw plots after this many episodes.
@@ -103,7 +104,7 @@ class MonitorNode(Node):
             topics = dict(RECORDED_TOPICS)
             if record_camera:
                 topics['/camera/image_raw'] = 'sensor_msgs/msg/Image'
-            self._recorder = TopicRecorder(self._run.recording_path)
+            self._recorder = TopicRecorder(self._run.new_recording_path())
             for topic, type_name in topics.items():
                 self._recorder.add_topic(topic, type_name)
                 qos = LATCHED if topic == '/selfalign/reward_spec' else 50

@@ -68,6 +68,15 @@ class RunDir:
     plots_dir = property(lambda self: self.path / 'plots')
     recording_path = property(lambda self: self.path / 'recording.mcap')
 
+    def new_recording_path(self) -> Path:
+        """Where this session records: ``recording.mcap``, or after a resume the next free
+        ``recording-<k>.mcap`` (k = 1, 2, ...), so no earlier part is overwritten."""
+        path, k = self.recording_path, 0
+        while path.exists():
+            k += 1
+            path = self.path / f'recording-{k}.mcap'
+        return path
+
     def write_config(self, config: dict[str, Any]) -> None:
         """Write the resolved configuration atomically."""
         tmp = self.config_path.with_suffix('.yaml.tmp')

@@ -54,3 +54,15 @@ def test_a_copied_run_directory_writes_to_itself_not_to_the_original(tmp_path):
     assert copied['llm_node']['transcript_path'] == str(tmp_path / 'b' / 'transcript.jsonl')
     assert str(original.path) not in str(copied)
     assert original.read_config() == config  # the original reads as it was written
+
+
+def test_each_session_records_to_its_own_file(tmp_path):
+    run = RunDir(tmp_path / 'run')
+    first = run.new_recording_path()
+    assert first == run.recording_path
+    first.write_bytes(b'part one')
+    second = run.new_recording_path()
+    assert second.name == 'recording-1.mcap'
+    second.write_bytes(b'part two')
+    assert run.new_recording_path().name == 'recording-2.mcap'
+    assert first.read_bytes() == b'part one'
