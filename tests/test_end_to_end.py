@@ -156,6 +156,9 @@ def test_killed_policy_resumes_from_last_checkpoint(tmp_path):
     resumed_from = after[0] - 100  # episodes are 100 steps
     assert killed_at - CHECKPOINT_EVERY - 100 <= resumed_from <= killed_at, (killed_at, after)
     assert resumed_from > 0, 'resumed from scratch instead of the checkpoint'
+    # the steps the resumed policy replayed are logged once (their first version was dropped)
+    steps = [int(r['env_step']) for r in _rows(run, 'episode')]
+    assert steps == sorted(set(steps)), steps
 
 
 @pytest.mark.ros

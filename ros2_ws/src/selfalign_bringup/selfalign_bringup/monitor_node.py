@@ -99,6 +99,10 @@ class MonitorNode(Node):
         self.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50)
         self.create_subscription(AlignmentReport, '/selfalign/alignment_report',
                                  self._on_report, 10)
+        # the last training episode's env_step (from metrics.csv after a resume)
+        self._last_train_step = max(
+            (int(r['env_step']) for r in (self._run.read_metrics() if self._run else [])
+             if r.get('kind') == 'episode'), default=-1)
         self._recorder = None
         if self._run is not None and record:
             topics = dict(RECORDED_TOPICS)
@@ -140,6 +144,15 @@ class MonitorNode(Node):
                 self._recent_success.append(bool(msg.success))
         if self._run is None:
             return
+        if not msg.evaluation:
+            if msg.env_step <= self._last_train_step:
+                # The policy resumed from a checkpoint older than what was logged (it was
+                # killed): its replayed steps replace the first version of them.
+                start = int(msg.env_step) - int(msg.num_steps)
+                dropped = self._run.rewind(start)
+                self.get_logger().info(f'policy resumed at env step {start}: dropped {dropped} '
+                                       'metric rows logged after it')
+            self._last_train_step = int(msg.env_step)
         self._run.log('eval' if msg.evaluation else 'episode', msg.env_step,
                       episode=msg.episode_index, success=int(msg.success),
                       success_rate=int(msg.success) if msg.evaluation else '',

@@ -114,6 +114,24 @@ class RunDir:
             with open(self.metrics_path, 'a', newline='') as fh:
                 csv.DictWriter(fh, fieldnames=self._fields).writerow(row)
 
+    def rewind(self, env_step: int, kinds: tuple[str, ...] = ('episode', 'eval')) -> int:
+        """Drop ``kinds`` rows logged after ``env_step`` (a run resumed from an earlier
+        checkpoint replays those steps; their first version would otherwise stay beside the
+        replayed one). Rewrites metrics.csv atomically; returns the number of rows dropped."""
+        with self._lock:
+            rows = self.read_metrics()
+            keep = [r for r in rows
+                    if not (r.get('kind') in kinds and int(r.get('env_step') or 0) > env_step)]
+            if len(keep) == len(rows):
+                return 0
+            tmp = self.metrics_path.with_suffix('.csv.tmp')
+            with open(tmp, 'w', newline='') as fh:
+                w = csv.DictWriter(fh, fieldnames=self._fields)
+                w.writeheader()
+                w.writerows(keep)
+            os.replace(tmp, self.metrics_path)
+            return len(rows) - len(keep)
+
     def read_metrics(self) -> list[dict[str, str]]:
         if not self.metrics_path.exists():
             return []

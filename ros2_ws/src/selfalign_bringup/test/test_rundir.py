@@ -66,3 +66,18 @@ def test_each_session_records_to_its_own_file(tmp_path):
     second.write_bytes(b'part two')
     assert run.new_recording_path().name == 'recording-2.mcap'
     assert first.read_bytes() == b'part one'
+
+
+def test_rewind_drops_only_episode_rows_after_the_resume_step(tmp_path):
+    run = RunDir(tmp_path / 'run')
+    for step in (100, 200, 300):
+        run.log('episode', step, success=0)
+    run.log('eval', 200, success_rate=1)
+    run.log('eval', 300, success_rate=1)
+    run.log('alignment', 300, status='updated')  # it happened: θ moved; it stays
+    assert run.rewind(200) == 2
+    assert [(r['kind'], r['env_step']) for r in run.read_metrics()] == [
+        ('episode', '100'), ('episode', '200'), ('eval', '200'), ('alignment', '300')]
+    run.log('episode', 300, success=1)  # the replayed step, once
+    assert [r['env_step'] for r in run.read_metrics() if r['kind'] == 'episode'] == [
+        '100', '200', '300']
