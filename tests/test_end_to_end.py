@@ -159,6 +159,10 @@ def test_killed_policy_resumes_from_last_checkpoint(tmp_path):
     # the steps the resumed policy replayed are logged once (their first version was dropped)
     steps = [int(r['env_step']) for r in _rows(run, 'episode')]
     assert steps == sorted(set(steps)), steps
+    # alignment stays on its grid across the crash: at most one update per 300-step cell
+    updates = [int(r['env_step']) for r in _rows(run, 'alignment')]
+    cells = [s // 300 for s in updates]
+    assert updates and len(cells) == len(set(cells)), updates
 
 
 @pytest.mark.ros

@@ -12,7 +12,7 @@ timeouts skip the update with a warning (status 'skipped: ...'). Decision logic 
 
 Parameters:
   task (str): task name (for the LLM requests).
-  reward_update_every_steps (int): environment steps between updates.
+  reward_update_every_steps (int): updates when the episodes' env_step crosses each multiple.
   num_ranked (int): K, episodes ranked per update.
   mh_samples (int), mh_burn_in (int): Metropolis–Hastings samples kept / burn-in iterations.
   beta (float): Boltzmann rationality of the ranking likelihood.
@@ -22,6 +22,8 @@ Parameters:
   buffer_size (int): recent episodes kept.
   llm_timeout_s (float): timeout of each LLM service call, s.
   seed (int): seed of the MH random generator.
+  run_dir (str): the schedule is kept in <run_dir>/alignment_state.json ('' = nowhere).
+  resume (bool): continue the schedule saved there (a resumed policy may replay steps).
 Subscribes:
   /selfalign/episode (selfalign_interfaces/Episode).
   /selfalign/reward_spec (selfalign_interfaces/RewardSpec, transient local).
@@ -33,6 +35,9 @@ Clients:
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 import threading
 
 import numpy as np
@@ -110,8 +115,17 @@ class AlignmentNode(Node):
         self.llm_timeout_s = _float_param(self, 'llm_timeout_s', 120.0,
                                           'timeout of each LLM service call, s', 0.1, 3600.0)
         seed = _int_param(self, 'seed', 0, 'seed of the MH random generator', 0, 2**31 - 1)
+        run_dir = self.declare_parameter('run_dir', '', ParameterDescriptor(
+            description="run directory ('' = keep nothing on disk)", read_only=True)).value
+        resume = self.declare_parameter('resume', False, ParameterDescriptor(
+            description='continue the update schedule saved in run_dir', read_only=True)).value
+        self._state_file = Path(run_dir) / 'alignment_state.json' if run_dir else None
         self.rng = np.random.default_rng(seed)
         self.loop = OuterLoop(cfg)
+        if resume and self._state_file is not None and self._state_file.is_file():
+            self.loop.load_state_dict(json.loads(self._state_file.read_text()))
+            self.get_logger().info(f'resumed the update schedule: last update at env step '
+                                   f'{self.loop.last_update_step}')
         self._lock = threading.Lock()
         self._spec: RewardSpec | None = None
         self._fn_cache: tuple[str, RewardFunction] | None = None
@@ -161,11 +175,20 @@ class AlignmentNode(Node):
         if busy or self._spec is None or not self.loop.update_due():
             return
         self.loop.mark_updated()
+        self._save_schedule()
         self._worker = threading.Thread(
             target=self._update, daemon=True,
             args=(self._spec, self.loop.candidates(), self.loop.success_rate(),
                   self.loop.env_step))
         self._worker.start()
+
+    def _save_schedule(self) -> None:
+        """Atomically keep the update schedule in the run directory (for --resume)."""
+        if self._state_file is None:
+            return
+        tmp = self._state_file.with_suffix('.json.tmp')
+        tmp.write_text(json.dumps(self.loop.state_dict()))
+        os.replace(tmp, self._state_file)
 
     def _reward_fn(self, template: RewardTemplate) -> RewardFunction:
         """The compiled reward for ``template``, validated once per code hash (TemplateError)."""

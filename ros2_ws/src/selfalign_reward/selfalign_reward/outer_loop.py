@@ -3,8 +3,9 @@
 ``alignment_node`` only wires this to topics and services:
 
 * ``OuterLoop.add`` keeps a bounded buffer of recent episodes;
-* ``update_due`` says when ``reward_update_every_steps`` environment steps have passed since the
-  last update (the episodes' ``env_step`` is the clock);
+* ``update_due`` says when the episodes' ``env_step`` (the clock) has crossed the next multiple of
+  ``reward_update_every_steps`` since the last update; ``state_dict``/``load_state_dict`` carry
+  that schedule across a resume (a resumed policy may replay steps: updates stay on the grid);
 * ``select`` picks K diverse recent episodes: sorted by return under the current θ, taken at
   evenly spaced quantiles (best, worst and in between), so the LLM ranks a spread of behaviours;
 * ``success_rate`` over the recent window (evaluation episodes when there are any);
@@ -73,15 +74,24 @@ class OuterLoop:
         self.env_step = max(self.env_step, int(episode.env_step))
 
     def update_due(self) -> bool:
-        """True when enough steps passed since the last update and K training episodes exist."""
+        """True when the clock crossed a multiple of ``reward_update_every_steps`` beyond the
+        last update's and K training episodes exist."""
+        every = self.cfg.reward_update_every_steps
         enough = sum(not e.evaluation for e in self.episodes) >= self.cfg.num_ranked
-        return enough and self.env_step - self.last_update_step >= \
-            self.cfg.reward_update_every_steps
+        return enough and self.env_step // every > self.last_update_step // every
 
     def mark_updated(self, env_step: int | None = None) -> None:
-        """Restart the schedule at ``env_step`` (default: now); also after a failed update."""
+        """Record an update at ``env_step`` (default: now); also after a failed update."""
         self.last_update_step = self.env_step if env_step is None else int(env_step)
         self.updates += 1
+
+    def state_dict(self) -> dict[str, int]:
+        """The schedule (what a resumed run needs; the episode buffer refills)."""
+        return {'last_update_step': int(self.last_update_step), 'updates': int(self.updates)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.last_update_step = int(state['last_update_step'])
+        self.updates = int(state['updates'])
 
     def candidates(self) -> list[EpisodeRecord]:
         """The most recent training (non-evaluation) episodes, at most ``candidate_window``."""

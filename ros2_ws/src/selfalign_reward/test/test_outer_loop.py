@@ -105,3 +105,23 @@ def test_reward_store_keeps_last_good_and_checks_params():
     assert store.state.source == 'template:touch' and store.state.version == 1
     ok, _ = store.adopt(reference_template_source('push'), 'template:push', {'w_push': 7.0})
     assert ok and store.state.version == 2 and store.state.theta['w_push'] == 7.0
+
+
+def test_schedule_stays_on_the_grid_across_a_resume_that_replays_steps():
+    """Killed after the update at 2,000 (clock at 2,400), resumed from a 2,000 checkpoint: the
+    next update is at 3,000, not as soon as K episodes arrive."""
+    cfg = OuterLoopConfig(reward_update_every_steps=1000, num_ranked=3)
+    first = OuterLoop(cfg)
+    for i, step in enumerate((1000, 2000)):
+        for j in range(3):
+            first.add(ep(3 * i + j, step - 200 + 100 * j))
+        assert first.update_due()
+        first.mark_updated()
+    first.add(ep(9, 2400))
+    resumed = OuterLoop(cfg)
+    resumed.load_state_dict(first.state_dict())
+    for i, step in enumerate(range(2100, 3000, 100)):
+        resumed.add(ep(20 + i, step))
+        assert not resumed.update_due(), step
+    resumed.add(ep(40, 3000))
+    assert resumed.update_due() and resumed.updates == 2
