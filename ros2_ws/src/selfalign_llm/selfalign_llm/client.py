@@ -11,8 +11,10 @@ bounds are exhausted an ``LLMError`` says what happened; nothing crashes. Pure: 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+import functools
 import itertools
 import threading
 import time
@@ -48,8 +50,20 @@ class ClientConfig:
     """Retries after a transport failure (on top of the backend's own retries)."""
     retry_backoff_s: float = 2.0
     """First outer-retry wait, s; doubles each retry."""
+    call_deadline_s: float = 300.0
+    """The whole budget of one role call (a proposal with its repairs, a ranking, a failure
+    analysis): every request, retry, re-ask and wait fits in it, s."""
     require_plan: bool = True
     """Require the step plan before the code in propose replies (METHOD.md)."""
+
+
+def _one_deadline(method: Callable[..., T]) -> Callable[..., T]:
+    """A public role call: everything it does shares ``config.call_deadline_s``."""
+    @functools.wraps(method)
+    def wrapper(self: LLMClient, *args: Any, **kwargs: Any) -> T:
+        with self._deadline():
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class LLMError(RuntimeError):
@@ -105,6 +119,7 @@ class LLMClient:
         self._calls = itertools.count()
         self._lock = threading.Lock()
         self._last_model = backend.model
+        self._local = threading.local()  # this thread's role call deadline (monotonic s)
 
     @property
     def model(self) -> str:
@@ -116,10 +131,37 @@ class LLMClient:
         return self.transcript.totals()
 
     # ---- plumbing -------------------------------------------------------------------------
+    @contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """The outermost role call on this thread sets the deadline its requests share."""
+        if getattr(self._local, 'deadline', None) is not None:
+            yield
+            return
+        self._local.deadline = time.monotonic() + self.config.call_deadline_s
+        try:
+            yield
+        finally:
+            self._local.deadline = None
+
+    def _left_s(self) -> float | None:
+        deadline = getattr(self._local, 'deadline', None)
+        return None if deadline is None else deadline - time.monotonic()
+
     def _complete(self, call: int, request: Request, attempt: int) -> tuple[Completion, float]:
         """One reply, retrying transport failures; each try is a transcript line."""
         retries = self.config.outer_retries
         for t in range(retries + 1):
+            left = self._left_s()
+            if left is not None and left <= 0:
+                error = f'the call deadline of {self.config.call_deadline_s:g} s is spent'
+                self.transcript.record(
+                    call=call, role=request.role, messages=request.messages, reply=None,
+                    outcome='deadline', attempt=attempt + t, backend=self.backend.name,
+                    model=self.backend.model, latency_s=0.0, error=error, retryable=False,
+                    images=request.images)
+                raise LLMError(request.role, f'no usable reply: {error} (call_deadline_s)')
+            if left is not None:
+                request = replace(request, timeout_s=left)
             start = time.monotonic()
             try:
                 c = self.backend.complete(request)
@@ -133,7 +175,9 @@ class LLMClient:
                 if not exc.retryable or t == retries:
                     raise LLMError(request.role, f'no reply after {t + 1} tries: '
                                    f'{exc.outcome}: {exc}') from None
-                self._sleep(self.config.retry_backoff_s * 2 ** t)
+                wait = self.config.retry_backoff_s * 2 ** t
+                left = self._left_s()
+                self._sleep(wait if left is None else max(min(wait, left), 0.0))
                 continue
             return c, time.monotonic() - start
         raise AssertionError('unreachable')
@@ -181,6 +225,7 @@ class LLMClient:
         raise AssertionError('unreachable')
 
     # ---- roles ----------------------------------------------------------------------------
+    @_one_deadline
     def propose_reward(self, task: str, task_description: str = '', previous_code: str = '',
                        error: str = '') -> tuple[RewardTemplate, str]:
         """A validated reward template for ``task`` and the step plan that came with it.
@@ -214,6 +259,7 @@ class LLMClient:
         raise LLMError('propose', f'no valid reward template after {cfg.max_repairs} repairs; '
                        f'last validation error: {error}')
 
+    @_one_deadline
     def rank_detailed(self, task: str, episodes: Sequence[Any], task_description: str = '',
                       frames: Sequence[np.ndarray] | None = None) -> Ranking:
         """Rank ``episodes`` (EpisodeRecords or feature dicts (T, ...)), best first, ties allowed.
@@ -237,6 +283,7 @@ class LLMClient:
         """ranks[i] of each episode: 0 best, tied episodes share a rank."""
         return self.rank_detailed(task, episodes, task_description).ranks
 
+    @_one_deadline
     def analyze_failure(self, task: str, spec: RewardTemplate,
                         theta: Mapping[str, float] | Sequence[float], episodes: Sequence[Any],
                         success_rate: float, agreement: float, task_description: str = ''

@@ -40,6 +40,9 @@ class LLMConfig:
     """Client-level retries after a transport failure (each one a transcript line)."""
     retry_backoff_s: float = 2.0
     """First outer-retry wait, s (doubles)."""
+    llm_call_deadline_s: float = 300.0
+    """The whole budget of one role call (every request, retry, re-ask, repair and wait), s.
+    Shared in llm.yaml's ``/**`` block: reward_node and alignment_node wait this plus a margin."""
     max_reasks: int = 2
     """Re-asks after a reply that does not parse."""
     max_repairs: int = 3
@@ -100,4 +103,4 @@ def make_client(cfg: LLMConfig) -> LLMClient:
     """LLMClient over ``make_backend(cfg)`` writing to ``cfg.transcript_path``."""
     return LLMClient(make_backend(cfg), Transcript(cfg.transcript_path or None), ClientConfig(
         max_reasks=cfg.max_reasks, max_repairs=cfg.max_repairs, outer_retries=cfg.outer_retries,
-        retry_backoff_s=cfg.retry_backoff_s))
+        retry_backoff_s=cfg.retry_backoff_s, call_deadline_s=cfg.llm_call_deadline_s))

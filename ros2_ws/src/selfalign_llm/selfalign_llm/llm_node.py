@@ -16,6 +16,8 @@ Parameters:
     timeout_s (float, 60.0): per-request timeout, s.
     max_retries (int, 2): retries inside the openai client (429/5xx/timeouts).
     outer_retries (int, 2): client-level retries after a transport failure.
+    llm_call_deadline_s (float, 300.0): budget of one role call (every request, retry, re-ask,
+        repair, wait); shared with reward_node and alignment_node in llm.yaml's ``/**`` block.
     retry_backoff_s (float, 2.0): first outer-retry wait, s (doubles).
     max_tokens (int, 0): completion token limit; 0 = server default.
     max_reasks (int, 2): re-asks after an unparsable reply.
@@ -93,6 +95,9 @@ class LLMNode(Node):
              {'integer_range': _int(0, 20)}),
             ('retry_backoff_s', d.retry_backoff_s, 'first outer-retry wait, s (doubles)',
              {'floating_point_range': _float(0.0, 600.0)}),
+            ('llm_call_deadline_s', d.llm_call_deadline_s,
+             'budget of one role call, every request, retry and re-ask included, s',
+             {'floating_point_range': _float(1.0, 86400.0)}),
             ('max_tokens', d.max_tokens, 'completion token limit; 0 = server default',
              {'integer_range': _int(0, 1_000_000)}),
             ('max_reasks', d.max_reasks, 're-asks after an unparsable reply',
@@ -128,6 +133,7 @@ class LLMNode(Node):
             f'LLM backend={self.config.backend} model={self.client.model} '
             f'base_url={self.config.base_url or "(default)"} timeout_s={self.config.timeout_s} '
             f'max_retries={self.config.max_retries} max_reasks={self.config.max_reasks} '
+            f'llm_call_deadline_s={self.config.llm_call_deadline_s} '
             f'max_repairs={self.config.max_repairs} transcript={self.config.transcript_path!r}')
 
         group = ReentrantCallbackGroup()

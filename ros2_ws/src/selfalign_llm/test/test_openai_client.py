@@ -45,13 +45,13 @@ def api_key(monkeypatch):
 
 
 def make_client(server, tmp_path, timeout_s=5.0, max_retries=0, outer_retries=1,
-                max_reasks=2, max_repairs=2, vision=False):
+                max_reasks=2, max_repairs=2, vision=False, call_deadline_s=300.0):
     backend = OpenAIBackend(OpenAIConfig(model='fake-model', base_url=server.base_url,
                                          timeout_s=timeout_s, max_retries=max_retries,
                                          vision=vision))
     return LLMClient(backend, Transcript(tmp_path / 'transcript.jsonl'), ClientConfig(
         max_reasks=max_reasks, max_repairs=max_repairs, outer_retries=outer_retries,
-        retry_backoff_s=0.01))
+        retry_backoff_s=0.01, call_deadline_s=call_deadline_s))
 
 
 def outcomes(tmp_path):
@@ -173,6 +173,21 @@ def test_hang_past_timeout_then_success(server, tmp_path, touch_episodes):
     recs = read_transcript(tmp_path / 'transcript.jsonl')
     assert [r['outcome'] for r in recs] == ['timeout', 'ok']
     assert 0.4 < recs[0]['latency_s'] < 2.5
+
+
+def test_one_deadline_bounds_every_retry_and_reask_of_a_call(server, tmp_path, touch_episodes):
+    """Timeouts x client retries x our retries x re-asks would take 5 x 3 x 4 x 3 = 180 s; the
+    call's deadline (1.5 s) ends it, with a transcript line saying so."""
+    server.responder = lambda body: {'hang_s': 3.0, 'reply': RANK_OK}
+    client = make_client(server, tmp_path, timeout_s=5.0, max_retries=2, outer_retries=3,
+                         call_deadline_s=1.5)
+    with pytest.raises(LLMError, match='call deadline of 1.5 s'):
+        client.rank('touch', touch_episodes)  # each request got a share of the 1.5 s
+    got = outcomes(tmp_path)
+    assert got[-1] == 'deadline' and set(got[:-1]) == {'timeout'}, got
+    server.responder = None
+    server.push({'reply': RANK_OK})  # the next call has a deadline of its own
+    assert client.rank('touch', touch_episodes) == [3, 2, 1, 0]
 
 
 def test_truncated_http_body_is_retried(server, tmp_path, touch_episodes):

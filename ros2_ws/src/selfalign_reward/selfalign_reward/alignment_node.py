@@ -20,7 +20,8 @@ Parameters:
   agreement_threshold (float), success_threshold (float): failure-analysis trigger.
   success_window (int): recent episodes the success rate is computed over.
   buffer_size (int): recent episodes kept.
-  llm_timeout_s (float): timeout of each LLM service call, s.
+  llm_call_deadline_s (float): llm_node's budget for one call (shared, llm.yaml's ``/**``);
+      each service call waits that plus ``reward_node.LLM_WAIT_MARGIN_S``.
   seed (int): seed of the MH random generator.
   run_dir (str): the schedule is kept in <run_dir>/alignment_state.json ('' = nowhere).
   resume (bool): continue the schedule saved there (a resumed policy may replay steps).
@@ -59,6 +60,7 @@ from selfalign_reward.outer_loop import (
     refit_theta,
     select_diverse,
 )
+from selfalign_reward.reward_node import LLM_CALL_DEADLINE_S, LLM_WAIT_MARGIN_S, llm_wait_s
 from selfalign_reward.tasks import get_task
 from selfalign_reward.template import RewardTemplate, TemplateError, validate_template
 
@@ -112,8 +114,10 @@ class AlignmentNode(Node):
         self.prior_width = _float_param(
             self, 'prior_width', 0.5,
             "prior std as a fraction of each parameter's transformed range", 0.01, 10.0)
-        self.llm_timeout_s = _float_param(self, 'llm_timeout_s', 120.0,
-                                          'timeout of each LLM service call, s', 0.1, 3600.0)
+        self.llm_timeout_s = llm_wait_s(_float_param(
+            self, 'llm_call_deadline_s', LLM_CALL_DEADLINE_S,
+            "llm_node's budget for one call, s (shared with llm_node); each call waits "
+            f'{LLM_WAIT_MARGIN_S:g} s longer', 1.0, 86400.0))
         seed = _int_param(self, 'seed', 0, 'seed of the MH random generator', 0, 2**31 - 1)
         run_dir = self.declare_parameter('run_dir', '', ParameterDescriptor(
             description="run directory ('' = keep nothing on disk)", read_only=True)).value

@@ -12,7 +12,8 @@ Parameters:
   task (str): 'touch' | 'grasp_lift' | 'push'.
   template_file (str): path of a template in the source format; '' = the stored one for task.
   use_llm (bool): ask /selfalign/propose_reward for the initial template.
-  llm_timeout_s (float): how long to wait for the LLM (service discovery + reply), s.
+  llm_call_deadline_s (float): llm_node's budget for one call (shared, llm.yaml's ``/**``); this
+      node waits that plus ``LLM_WAIT_MARGIN_S`` (discovery, transport).
   llm_repair_attempts (int): extra ProposeReward calls with the validation error, when invalid.
   run_dir (str): run directory; the reward in force is kept in <run_dir>/reward_state.json.
   resume (bool): start from <run_dir>/reward_state.json when it exists (no new proposal).
@@ -48,6 +49,17 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+LLM_CALL_DEADLINE_S = 300.0
+"""Default budget of one LLM role call (llm_node's ``llm_call_deadline_s``), s."""
+LLM_WAIT_MARGIN_S = 30.0
+"""What a caller waits beyond the call's deadline: service discovery and transport, s."""
+
+
+def llm_wait_s(call_deadline_s: float) -> float:
+    """How long a caller of llm_node waits for one reply, s: the deadline plus the margin."""
+    return float(call_deadline_s) + LLM_WAIT_MARGIN_S
+
+
 def wait_future(future, timeout_s: float) -> bool:
     """Block the calling (non-executor) thread until ``future`` is done; False on timeout."""
     done = threading.Event()
@@ -67,9 +79,12 @@ class RewardNode(Node):
             read_only=True)).value
         self.use_llm = self.declare_parameter('use_llm', False, ParameterDescriptor(
             description='obtain the initial reward from /selfalign/propose_reward')).value
-        self.llm_timeout_s = self.declare_parameter('llm_timeout_s', 120.0, ParameterDescriptor(
-            description='wait for the LLM (discovery + reply) at most this long, s',
-            floating_point_range=[FloatingPointRange(from_value=0.1, to_value=3600.0)])).value
+        self.llm_timeout_s = llm_wait_s(self.declare_parameter(
+            'llm_call_deadline_s', LLM_CALL_DEADLINE_S, ParameterDescriptor(
+                description="llm_node's budget for one call, s (shared with llm_node); this "
+                            f'node waits {LLM_WAIT_MARGIN_S:g} s longer',
+                floating_point_range=[FloatingPointRange(from_value=1.0,
+                                                         to_value=86400.0)])).value)
         self.llm_repair_attempts = self.declare_parameter(
             'llm_repair_attempts', 2, ParameterDescriptor(
                 description='extra ProposeReward calls carrying the validation error',

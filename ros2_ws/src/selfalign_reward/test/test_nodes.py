@@ -80,7 +80,7 @@ def test_alignment_node_updates_push_weight_through_ranking_service():
         return response
 
     params = {'task': 'push', 'reward_update_every_steps': 1000, 'num_ranked': 8,
-              'mh_samples': 1500, 'mh_burn_in': 500, 'seed': 1, 'llm_timeout_s': 20.0}
+              'mh_samples': 1500, 'mh_burn_in': 500, 'seed': 1, 'llm_call_deadline_s': 20.0}
     with NodeProcess('selfalign_reward', 'reward_node', params={'task': 'push'}) as rproc, \
             NodeProcess('selfalign_reward', 'alignment_node', params=params) as aproc, \
             TestNode('alignment_probe') as probe:

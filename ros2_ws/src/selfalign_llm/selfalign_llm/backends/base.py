@@ -29,6 +29,9 @@ class Request:
     messages: list[dict[str, Any]]
     context: dict[str, Any] = field(default_factory=dict)
     images: list[Any] = field(default_factory=list)
+    timeout_s: float | None = None
+    """What is left of the role call's deadline, s; a backend finishes (or fails) within it.
+    None = the backend's own timeout."""
 
 
 @dataclass(frozen=True)

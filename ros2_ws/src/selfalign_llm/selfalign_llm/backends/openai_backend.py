@@ -120,6 +120,10 @@ class OpenAIBackend:
                                   'temperature': float(self.config.temperature)}
         if self.config.max_tokens > 0:
             kwargs['max_tokens'] = int(self.config.max_tokens)
+        if request.timeout_s is not None:  # every client retry fits in the call's deadline
+            tries = int(self.config.max_retries) + 1
+            kwargs['timeout'] = max(min(float(self.config.timeout_s),
+                                        request.timeout_s / tries), 0.01)
         try:
             resp = self._client.chat.completions.create(**kwargs)
         except oa.APITimeoutError:
