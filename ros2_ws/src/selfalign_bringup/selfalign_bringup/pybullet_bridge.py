@@ -51,18 +51,15 @@ Publishes:
 
 from __future__ import annotations
 
-import sys
 import time
 
 from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-import rclpy
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
 from rclpy.event_handler import PublisherEventCallbacks
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -79,6 +76,7 @@ from selfalign_bringup.bridge_core import (
     with_overrides,
 )
 from selfalign_bringup.rehearsal import CommandTimeline
+from selfalign_core.executors import run_node
 from selfalign_interfaces.srv import ResetEpisode
 from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as M
@@ -397,28 +395,15 @@ def spin_lockstep(node: PyBulletBridge, executor: SingleThreadedExecutor) -> Non
             executor.spin_once(timeout_sec=0.0)
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = PyBulletBridge()
-        except (ValueError, ParameterException) as e:
-            print(f'pybullet_bridge: bad parameter: {e}', file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        if node.cfg.mode == 'lockstep':
-            spin_lockstep(node, executor)
-        else:
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def _spin(node: PyBulletBridge, executor: SingleThreadedExecutor) -> None:
+    if node.cfg.mode == 'lockstep':
+        spin_lockstep(node, executor)
+    else:
+        executor.spin()
 
+
+def main(args: list[str] | None = None) -> None:
+    run_node(PyBulletBridge, args=args, spin=_spin)
 
 if __name__ == '__main__':
     main()

@@ -105,12 +105,7 @@ class RunDir:
             if new:
                 rows = self.read_metrics() if self.metrics_path.exists() else []
                 self._fields = self._fields + new
-                tmp = self.metrics_path.with_suffix('.csv.tmp')
-                with open(tmp, 'w', newline='') as fh:
-                    w = csv.DictWriter(fh, fieldnames=self._fields)
-                    w.writeheader()
-                    w.writerows(rows)
-                os.replace(tmp, self.metrics_path)
+                self._rewrite(rows)
             with open(self.metrics_path, 'a', newline='') as fh:
                 csv.DictWriter(fh, fieldnames=self._fields).writerow(row)
 
@@ -124,13 +119,17 @@ class RunDir:
                     if not (r.get('kind') in kinds and int(r.get('env_step') or 0) > env_step)]
             if len(keep) == len(rows):
                 return 0
-            tmp = self.metrics_path.with_suffix('.csv.tmp')
-            with open(tmp, 'w', newline='') as fh:
-                w = csv.DictWriter(fh, fieldnames=self._fields)
-                w.writeheader()
-                w.writerows(keep)
-            os.replace(tmp, self.metrics_path)
+            self._rewrite(keep)
             return len(rows) - len(keep)
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        """metrics.csv := header + rows, atomically (call with the lock held)."""
+        tmp = self.metrics_path.with_suffix('.csv.tmp')
+        with open(tmp, 'w', newline='') as fh:
+            w = csv.DictWriter(fh, fieldnames=self._fields)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.metrics_path)
 
     def read_metrics(self) -> list[dict[str, str]]:
         if not self.metrics_path.exists():

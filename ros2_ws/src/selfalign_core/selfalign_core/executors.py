@@ -125,7 +125,8 @@ def spin_quietly(executor: Any) -> None:
 
 
 def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
-             args: list[str] | None = None) -> None:
+             args: list[str] | None = None,
+             spin: Callable[[Any, Any], None] | None = None) -> None:
     """Init rclpy, build the node, spin it until Ctrl-C or shutdown, then close it cleanly.
 
     Args:
@@ -135,6 +136,8 @@ def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
         num_threads: 1 = ``SingleThreadedExecutor`` (every callback is short; slow work is
             on the node's own threads); more = this module's ``MultiThreadedExecutor``.
         args: ROS arguments (``main(args)``); None = ``sys.argv``.
+        spin: ``spin(node, executor)`` instead of ``executor.spin()`` (a node with a hot path
+            of its own, e.g. the bridge's lockstep wait set).
     """
     rclpy.init(args=args)
     node = None
@@ -148,8 +151,11 @@ def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
         executor = (SingleThreadedExecutor() if num_threads <= 1
                     else MultiThreadedExecutor(num_threads=num_threads))
         executor.add_node(node)
-        spin_quietly(executor)
-    except KeyboardInterrupt:  # during construction
+        if spin is None:
+            spin_quietly(executor)
+        else:
+            spin(node, executor)
+    except (KeyboardInterrupt, ExternalShutdownException):  # construction, or a custom spin
         pass
     finally:
         with signals_deferred():
