@@ -16,16 +16,18 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from selfalign_bringup.wiring import DEPLOY_ARG_HELP, deploy_plan, DeployArgs
+from selfalign_bringup.wiring import (
+    DEPLOY_ARG_HELP,
+    deploy_args_from_strings,
+    deploy_plan,
+    DeployArgs,
+)
 
 
 def _nodes(context):
+    # Everything is checked before any node starts: a bad argument starts nothing.
     raw = {f.name: LaunchConfiguration(f.name).perform(context) for f in fields(DeployArgs)}
-    args = DeployArgs(task=raw['task'], checkpoint=raw['checkpoint'], driver=raw['driver'],
-                      obs=raw['obs'], reset_mode=raw['reset_mode'],
-                      episodes=int(raw['episodes']),
-                      rehearsal_latency_s=float(raw['rehearsal_latency_s']),
-                      randomize=raw['randomize'].lower() in ('true', '1', 'yes', 'on'))
+    args = deploy_args_from_strings(raw)
     actions = [LogInfo(msg=f'selfalign deploy: {args}')]
     for node in deploy_plan(args):
         actions.append(Node(package=node.package, executable=node.executable, name=node.name,

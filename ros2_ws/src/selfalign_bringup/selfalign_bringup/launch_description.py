@@ -15,9 +15,16 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from selfalign_bringup.rundir import RunDir
-from selfalign_bringup.wiring import ARG_HELP, Args, default_run_dir, plan, resolve
-
-_TRUE = ('true', '1', 'yes', 'on')
+from selfalign_bringup.wiring import (
+    ARG_HELP,
+    Args,
+    args_from_strings,
+    ConfigError,
+    default_run_dir,
+    parse_bool,
+    plan,
+    resolve,
+)
 
 
 def _arguments(task: str) -> list[DeclareLaunchArgument]:
@@ -36,12 +43,18 @@ def _arguments(task: str) -> list[DeclareLaunchArgument]:
 
 
 def _nodes(context, task: str):
+    # Everything is checked before any node starts: a bad argument starts nothing.
     raw = {f.name: LaunchConfiguration(f.name).perform(context)
            for f in fields(Args) if f.name != 'task'}
-    args = Args(task=task, llm=raw['llm'], model=raw['model'], base_url=raw['base_url'],
-                obs=raw['obs'], driver=raw['driver'], run_dir=raw['run_dir'],
-                seed=int(raw['seed']), use_sim_time=raw['use_sim_time'].lower() in _TRUE,
-                replay_transcript=raw['replay_transcript']).validate()
+    args = args_from_strings(task, raw)
+    want_rviz = parse_bool('rviz', LaunchConfiguration('rviz').perform(context))
+    if want_rviz:
+        from ament_index_python.packages import get_package_prefix, PackageNotFoundError
+        try:
+            get_package_prefix('rviz2')
+        except PackageNotFoundError:
+            raise ConfigError('rviz:=true but rviz2 is not installed: sudo apt install '
+                              'ros-jazzy-rviz2, or launch with rviz:=false') from None
     if not args.run_dir:
         args = replace(args, run_dir=default_run_dir(task))
     config = resolve(args)
@@ -52,7 +65,7 @@ def _nodes(context, task: str):
         actions.append(Node(package=node.package, executable=node.executable, name=node.name,
                             parameters=[node.parameters], remappings=node.remappings,
                             output='screen', emulate_tty=True))
-    if LaunchConfiguration('rviz').perform(context).lower() in _TRUE:
+    if want_rviz:
         from ament_index_python.packages import get_package_share_directory
         rviz = f'{get_package_share_directory("selfalign_bringup")}/rviz/selfalign.rviz'
         actions.append(Node(package='rviz2', executable='rviz2', name='rviz2',

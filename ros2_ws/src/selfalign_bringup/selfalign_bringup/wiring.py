@@ -88,6 +88,33 @@ class Args:
         return self
 
 
+_TRUE, _FALSE = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """A launch argument's boolean; ConfigError naming ``name:=`` for anything else."""
+    v = str(value).strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f'{name}:={value!r} is not a boolean; use true or false')
+
+
+def args_from_strings(task: str, raw: dict[str, str]) -> Args:
+    """Launch arguments as ``ros2 launch`` hands them over (strings) -> validated Args."""
+    try:
+        seed = int(raw.get('seed', '0'))
+    except ValueError:
+        raise ConfigError(f'seed:={raw["seed"]!r} is not an integer; use e.g. seed:=0') from None
+    return Args(task=task, llm=raw.get('llm', 'scripted'), model=raw.get('model', ''),
+                base_url=raw.get('base_url', ''), obs=raw.get('obs', 'state'),
+                driver=raw.get('driver', 'pybullet'), run_dir=raw.get('run_dir', ''),
+                seed=seed, use_sim_time=parse_bool('use_sim_time',
+                                                   raw.get('use_sim_time', 'true')),
+                replay_transcript=raw.get('replay_transcript', '')).validate()
+
+
 @dataclass
 class NodePlan:
     """One node of the run."""
@@ -247,6 +274,27 @@ class DeployArgs:
             raise ConfigError('rehearsal_latency_s / randomize act on the sim bridge only; use '
                               'driver:=pybullet to rehearse')
         return self
+
+
+def deploy_args_from_strings(raw: dict[str, str]) -> DeployArgs:
+    """``deploy.launch.py``'s arguments (strings) -> validated DeployArgs, the checkpoint file
+    included, so that a bad argument starts no node at all."""
+    def number(name: str, kind: type) -> Any:
+        try:
+            return kind(raw[name])
+        except ValueError:
+            what = 'an integer' if kind is int else 'a number'
+            raise ConfigError(f'{name}:={raw[name]!r} is not {what}') from None
+
+    args = DeployArgs(task=raw['task'], checkpoint=raw['checkpoint'], driver=raw['driver'],
+                      obs=raw['obs'], reset_mode=raw['reset_mode'],
+                      episodes=number('episodes', int),
+                      rehearsal_latency_s=number('rehearsal_latency_s', float),
+                      randomize=parse_bool('randomize', raw['randomize'])).validate()
+    if not Path(args.checkpoint).is_file():
+        raise ConfigError(f'checkpoint:={args.checkpoint!r} does not exist; pass the file a '
+                          'training run wrote (<run_dir>/checkpoint.pt)')
+    return args
 
 
 def deploy_plan(args: DeployArgs, directory: Path | None = None) -> list[NodePlan]:

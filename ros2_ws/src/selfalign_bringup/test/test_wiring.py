@@ -82,3 +82,27 @@ def test_launch_files_build_a_description():
         description = module.generate_launch_description()
         names = [a.name for a in description.entities if hasattr(a, 'name')]
         assert {'llm', 'model', 'base_url', 'obs', 'driver', 'rviz', 'seed'} <= set(names)
+
+
+@pytest.mark.parametrize('raw, words', [
+    ({'seed': 'abc'}, "seed:='abc' is not an integer"),
+    ({'use_sim_time': 'maybe'}, "use_sim_time:='maybe' is not a boolean"),
+    ({'obs': 'depth'}, "obs:='depth' is not valid"),
+])
+def test_launch_argument_strings_are_checked_by_name(raw, words):
+    with pytest.raises(ConfigError, match=words):
+        wiring.args_from_strings('push', raw)
+    args = wiring.args_from_strings('push', {'seed': '7', 'use_sim_time': 'False'})
+    assert args.seed == 7 and args.use_sim_time is False
+
+
+def test_deploy_arguments_check_the_checkpoint_before_anything_starts(tmp_path):
+    raw = {'task': 'touch', 'checkpoint': str(tmp_path / 'missing.pt'), 'driver': 'external',
+           'obs': 'state', 'reset_mode': 'scripted', 'episodes': '0',
+           'rehearsal_latency_s': '0.0', 'randomize': 'false'}
+    with pytest.raises(ConfigError, match='missing.pt.*does not exist'):
+        wiring.deploy_args_from_strings(raw)
+    with pytest.raises(ConfigError, match="episodes:='two' is not an integer"):
+        wiring.deploy_args_from_strings({**raw, 'episodes': 'two'})
+    (tmp_path / 'missing.pt').write_bytes(b'x')
+    assert wiring.deploy_args_from_strings(raw).episodes == 0
