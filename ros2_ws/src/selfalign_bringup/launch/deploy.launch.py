@@ -12,7 +12,7 @@ The nodes and parameters come from ``selfalign_bringup.wiring.deploy_plan``.
 from dataclasses import fields
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -30,9 +30,11 @@ def _nodes(context):
     args = deploy_args_from_strings(raw)
     actions = [LogInfo(msg=f'selfalign deploy: {args}')]
     for node in deploy_plan(args):
+        # one node gone ends the deployment: no reset_node left running without its policy
         actions.append(Node(package=node.package, executable=node.executable, name=node.name,
                             parameters=[node.parameters], remappings=node.remappings,
-                            output='screen', emulate_tty=True))
+                            output='screen', emulate_tty=True,
+                            on_exit=Shutdown(reason=f'{node.name} exited')))
     return actions
 
 

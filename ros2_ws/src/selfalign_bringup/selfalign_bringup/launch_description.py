@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -62,9 +62,11 @@ def _nodes(context, task: str):
     actions = [LogInfo(msg=f'selfalign: task={task} llm={args.llm} driver={args.driver} '
                            f'run_dir={args.run_dir}')]
     for node in plan(args, config):
+        # one node gone (crashed, or failed its parameters) ends the run: none is left orphaned
         actions.append(Node(package=node.package, executable=node.executable, name=node.name,
                             parameters=[node.parameters], remappings=node.remappings,
-                            output='screen', emulate_tty=True))
+                            output='screen', emulate_tty=True,
+                            on_exit=Shutdown(reason=f'{node.name} exited')))
     if want_rviz:
         from ament_index_python.packages import get_package_share_directory
         rviz = f'{get_package_share_directory("selfalign_bringup")}/rviz/selfalign.rviz'
