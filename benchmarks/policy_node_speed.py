@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 from pathlib import Path
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import conftest  # noqa: E402,F401  (own ROS_DOMAIN_ID, discovery on localhost)
 from tests.rosproc import NodeProcess, TestNode  # noqa: E402
+
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+from run_speed import bare_trainer  # noqa: E402
 
 TICK = os.sysconf('SC_CLK_TCK')
 SIZES = {'hidden 32, batch 16': {'hidden_dim': 32, 'batch_size': 16},
@@ -62,27 +64,9 @@ def cpu_s(pid: int) -> float:
 
 
 def bare(size: dict[str, int], steps: int) -> dict[str, float]:
-    code = f"""
-import time, torch, gymnasium as gym
-import selfalign_bringup.sim
-from selfalign_policy.config import DrQV2Config
-from selfalign_policy.trainer import Trainer
-from selfalign_reward import features, tasks
-env = gym.make('SelfAlign/Touch-v0')
-cfg = DrQV2Config.from_dict({{'agent': {{'hidden_dim': {size['hidden_dim']},
-    'batch_size': {size['batch_size']}, 'num_expl_steps': 100}},
-    'trainer': {{'total_env_steps': {steps}, 'seed': 0, 'eval_every_steps': 0,
-                'progress': False}}}})
-tr = Trainer(env, cfg, lambda x: tasks.oracle_reward('touch', features.unpack(x)), task='touch')
-tr.run_episode()
-t0, c0 = time.monotonic(), time.process_time()
-tr.train()
-print(tr.env_step - 100, time.monotonic() - t0, time.process_time() - c0)
-"""
-    out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True,
-                         text=True).stdout.split()
-    n, wall, cpu = int(out[-3]), float(out[-2]), float(out[-1])
-    return {'steps_per_s': n / wall, 'cpu_ms_policy': 1e3 * cpu / n, 'cpu_ms_bridge': 0.0}
+    r = bare_trainer('touch', steps, agent={**size, 'num_expl_steps': 100})
+    return {'steps_per_s': r['steps_per_s'], 'cpu_ms_policy': r['cpu_s_per_10k'] / 10,
+            'cpu_ms_bridge': 0.0}
 
 
 def over_ros(size: dict[str, int], steps: int, rclpy_executor: bool) -> dict[str, float]:

@@ -79,7 +79,11 @@ def ros_route(mode: str, task: str, steps: int, every: int, tree: Path = ROOT
             'cpu_s_per_10k': cpu / steps * 1e4}
 
 
-def bare_trainer(task: str, steps: int, tree: Path = ROOT) -> dict[str, float]:
+def bare_trainer(task: str, steps: int, tree: Path = ROOT,
+                 agent: dict[str, int] | None = None) -> dict[str, float]:
+    """The bare Trainer on the gym env (oracle reward), timed after its first episode;
+    ``agent`` overrides AgentConfig fields (default hidden 256, 200 exploration steps)."""
+    agent = {'hidden_dim': 256, 'num_expl_steps': 200, **(agent or {})}
     code = f"""
 import time, resource, torch
 torch.set_num_threads(1)
@@ -89,7 +93,7 @@ from selfalign_policy.config import DrQV2Config
 from selfalign_policy.trainer import Trainer
 from selfalign_reward import features, tasks
 env = gym.make('SelfAlign/{''.join(p.title() for p in task.split('_'))}-v0')
-cfg = DrQV2Config.from_dict({{'agent': {{'hidden_dim': 256, 'num_expl_steps': 200}},
+cfg = DrQV2Config.from_dict({{'agent': {agent!r},
                               'trainer': {{'total_env_steps': {steps}, 'seed': 0,
                                           'eval_every_steps': {steps * 10},
                                           'progress': False}}}})
