@@ -58,6 +58,9 @@ class ExperimentConfig:
     """'fixed' (initial θ throughout) or 'selfalign' (outer loop updates θ)."""
     total_env_steps: int = 20_000
     """Training environment steps (evaluation steps not counted)."""
+    initial_theta: dict[str, float] = field(default_factory=dict)
+    """θ entries that replace the template's initial values (a miscalibration sweep: e.g.
+    ``{'w_push': 20.0}``); each must lie inside its range."""
     # ---- outer loop (alignment_node parameters of the same names) ----
     reward_update_every_steps: int = 2_000
     """Environment steps between reward updates (METHOD.md: 10k; shorter for short runs)."""
@@ -96,6 +99,9 @@ class ExperimentConfig:
     """Deterministic episodes per evaluation."""
     stop_after_success: int = 2
     """Stop once this many consecutive evaluations reach 100 % success (0: never stop early)."""
+    drop_window_steps: int = 2_000
+    """An update's 'success after' is the first evaluation at least this many env steps later
+    (``ExperimentResult.max_drop_after_update``)."""
     # ---- scripted teacher (selfalign_llm.config.LLMConfig fields of the same names) ----
     teacher_beta: float = 20.0
     """Boltzmann inverse temperature of the teacher over ground-truth progress."""
@@ -167,6 +173,18 @@ class AlignmentUpdate:
     failure_analysis: bool = False
     analysis: str = ''
     mh_s: float = 0.0
+    heldout_before: float = math.nan
+    """Agreement (τ-a) of θ before with the held-out pairs of all kept rankings."""
+    heldout_after: float = math.nan
+    """The same for the fitted θ (applied only when higher)."""
+    num_heldout_pairs: int = 0
+    num_rankings: int = 0
+    theta_move: float = 0.0
+    """RMS move of the fitted θ in MH space as a fraction of each range (outer_loop.Refit)."""
+    success_before: float = math.nan
+    """Eval success of the last evaluation at or before this update."""
+    success_after: float = math.nan
+    """Eval success of the first evaluation at least ``drop_window_steps`` after it."""
 
 
 @dataclass
@@ -200,6 +218,15 @@ class ExperimentResult:
     def best_success_rate(self) -> float:
         return max((e.success_rate for e in self.evals), default=math.nan)
 
+    @property
+    def max_drop_after_update(self) -> float:
+        """Largest fall of eval success from just before an applied update to
+        ``drop_window_steps`` after it (0 when none fell; NaN without a measured pair)."""
+        drops = [u.success_before - u.success_after for u in self.updates
+                 if not (u.status.startswith(('skipped', 'kept')) or math.isnan(u.success_before)
+                         or math.isnan(u.success_after))]
+        return max([0.0, *drops]) if drops else math.nan
+
     partial: bool = False
     """True while the run is still going (snapshots)."""
 
@@ -208,12 +235,14 @@ class ExperimentResult:
         d['steps_to_success'] = self.steps_to_success
         d['final_success_rate'] = self.final_success_rate
         d['best_success_rate'] = self.best_success_rate
+        d['max_drop_after_update'] = self.max_drop_after_update
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExperimentResult:
         keep = {k: v for k, v in d.items()
-                if k not in ('steps_to_success', 'final_success_rate', 'best_success_rate')}
+                if k not in ('steps_to_success', 'final_success_rate', 'best_success_rate',
+                             'max_drop_after_update')}
         keep['evals'] = [EvalPoint(**e) for e in d.get('evals', [])]
         keep['updates'] = [AlignmentUpdate(**u) for u in d.get('updates', [])]
         return cls(**keep)
@@ -259,22 +288,29 @@ def alignment_update(client: Any, task: str, store: RewardStore, fn: RewardFunct
 
         refit = refit_theta(fn, state.template, theta, episodes, ranks, upd.success_rate, loop,
                             analyze, mh_samples=cfg.mh_samples, mh_burn_in=cfg.mh_burn_in,
-                            beta=cfg.beta, prior_width=cfg.prior_width, rng=rng)
+                            beta=cfg.beta, prior_width=cfg.prior_width, rng=rng,
+                            env_step=env_step)
         upd.mh_s = refit.mh_s
-        result, tau_before = refit.result, refit.tau_before
         upd.failure_analysis = refit.failure_analysis
         upd.analysis = refit.analysis
+        upd.kendall_tau_before = float(refit.tau_before)
+        upd.acceptance_rate = float(refit.result.acceptance_rate)
+        upd.heldout_before, upd.heldout_after = refit.heldout_before, refit.heldout_after
+        upd.num_heldout_pairs, upd.num_rankings = refit.num_heldout_pairs, refit.num_rankings
+        upd.theta_move = refit.theta_move
+        if not refit.applied:
+            upd.status = f'kept: {refit.decision}'
+            upd.kendall_tau_after = float(refit.tau_before)
+            return upd
         if refit.proposal_used:
             upd.status = 'failure_analysis'
-        new_theta = result.as_dict('map')
+        new_theta = refit.theta
         ok, why, _version = store.set_params(list(new_theta), list(new_theta.values()))
         if not ok:
             upd.status = f'skipped: {why}'
             return upd
         upd.theta_after = dict(store.state.theta)
-        upd.kendall_tau_before = float(tau_before)
-        upd.kendall_tau_after = float(result.kendall_tau_after)
-        upd.acceptance_rate = float(result.acceptance_rate)
+        upd.kendall_tau_after = float(refit.tau_after)
     except Exception as exc:  # noqa: BLE001 - like the node: an update never ends the run
         upd.status = f'skipped: {type(exc).__name__}: {exc}'
         upd.theta_after = dict(theta)
@@ -334,12 +370,19 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
     if not ok:
         raise RuntimeError(f'the proposed reward template does not parse: {why}')
     fn = RewardFunction(template)
+    if cfg.initial_theta:
+        ok, why, _ = store.set_params(list(cfg.initial_theta),
+                                      [float(v) for v in cfg.initial_theta.values()])
+        if not ok:
+            raise ValueError(f'ExperimentConfig.initial_theta: {why}')
 
     def bound(theta: dict[str, float]):
         th = dict(theta)
         return lambda packed: fn.total(packed, th).astype(np.float32)
 
     loop = OuterLoop(cfg.outer_loop_config())
+    if cfg.initial_theta:  # the (miscalibrated) initial θ is the belief the prior is centred on
+        loop.prior_center = dict(store.state.theta)
     rng = np.random.default_rng(cfg.seed)
     result = ExperimentResult(task=cfg.task, seed=cfg.seed, condition=cfg.condition,
                               initial_theta=dict(store.state.theta),
@@ -360,6 +403,8 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
             return
         loop.mark_updated()
         upd = alignment_update(client, cfg.task, store, fn, loop, cfg, rng, loop.env_step)
+        if result.evals:
+            upd.success_before = result.evals[-1].success_rate
         result.updates.append(upd)
         if upd.theta_after != upd.theta_before:
             trainer.set_reward_fn(bound(upd.theta_after), version=store.state.version)
@@ -373,6 +418,9 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
                     kendall_tau_before=f'{upd.kendall_tau_before:.4f}',
                     kendall_tau_after=f'{upd.kendall_tau_after:.4f}',
                     acceptance_rate=f'{upd.acceptance_rate:.3f}',
+                    heldout_before=f'{upd.heldout_before:.4f}',
+                    heldout_after=f'{upd.heldout_after:.4f}',
+                    theta_move=f'{upd.theta_move:.4f}',
                     failure_analysis=int(upd.failure_analysis),
                     **{f'theta.{k}': f'{v:.6g}' for k, v in upd.theta_after.items()})
 
@@ -385,6 +433,10 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
                           llm_calls=int(usage['calls']), llm_tokens=_tokens(usage),
                           rank_agreement=float(tau), wall_s=time.perf_counter() - t_start)
         result.evals.append(point)
+        for u in result.updates:
+            due = point.env_step >= u.env_step + cfg.drop_window_steps
+            if math.isnan(u.success_after) and due:
+                u.success_after = point.success_rate
         streak[0] = streak[0] + 1 if res['success_rate'] >= 1.0 else 0
         if cfg.verbose:
             print(f'[{cfg.task} {cfg.condition} s{cfg.seed}] eval @ {point.env_step}: success '

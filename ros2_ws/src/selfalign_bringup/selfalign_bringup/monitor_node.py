@@ -179,6 +179,9 @@ class MonitorNode(Node):
                       kendall_tau_before=f'{msg.kendall_tau_before:.4f}',
                       kendall_tau_after=f'{msg.kendall_tau_after:.4f}',
                       acceptance_rate=f'{msg.acceptance_rate:.3f}',
+                      heldout_before=f'{msg.heldout_agreement_before:.4f}',
+                      heldout_after=f'{msg.heldout_agreement_after:.4f}',
+                      theta_move=f'{msg.theta_move:.4f}',
                       failure_analysis=int(msg.failure_analysis), **theta)
         self._plot_request.set()
 

@@ -57,6 +57,41 @@ def normalise_returns(returns: np.ndarray) -> np.ndarray:
     return d / std
 
 
+def normalise_grouped(returns: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """z-score returns (..., N) within each group (``groups`` (N,) ids 0..G-1); None: one group.
+
+    Each LLM ranking is its own comparison set, so returns are standardised per ranking (a
+    group with equal returns gets zeros), exactly as ``normalise_returns`` does for one.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    if groups is None:
+        if r.ndim == 1:
+            return normalise_returns(r)
+        mean = r.mean(axis=-1, keepdims=True)
+        std = r.std(axis=-1, keepdims=True)
+        flat = ~(std > 1e-12 * (1.0 + np.abs(mean)))
+        return np.where(flat, 0.0, (r - mean) / np.where(flat, 1.0, std))
+    onehot = np.eye(int(groups.max()) + 1)[groups]          # (N, G)
+    counts = onehot.sum(axis=0)
+    mean = (r @ onehot) / counts                            # (..., G)
+    d = r - mean[..., groups]
+    std = np.sqrt(((d * d) @ onehot) / counts)
+    std = np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, np.inf)  # flat group -> zeros
+    return d / std[..., groups]
+
+
+def pair_agreement(returns: np.ndarray, win: np.ndarray, lose: np.ndarray) -> float:
+    """Kendall τ-a over given preference pairs: mean sign(R_win − R_lose), in [-1, 1].
+
+    1 when the reward orders every pair as the LLM did, -1 when it reverses all, 0 for ties
+    (or no pairs). Used for held-out pairs, which need not form a full ranking.
+    """
+    if len(win) == 0:
+        return 0.0
+    r = np.asarray(returns, dtype=np.float64)
+    return float(np.sign(r[win] - r[lose]).mean())
+
+
 def log_likelihood(returns: np.ndarray, win: np.ndarray, lose: np.ndarray,
                    beta: float = DEFAULT_BETA, normalise: bool = True) -> float:
     """Σ over pairs of log σ(β (R_win − R_lose)); returns z-scored unless ``normalise``=False."""
@@ -158,11 +193,18 @@ class AlignmentProblem:
         theta_center: prior centre (current θ); dict or array.
         beta: Boltzmann rationality.
         prior_width: prior std as a fraction of each parameter's transformed range width.
+        groups: (K,) ranking id of each episode (0..G-1) when the episodes come from several
+            LLM rankings: ranks compare only within a ranking and returns are z-scored per
+            ranking. None: one ranking.
+        pairs: (winners, losers) index arrays of the preference pairs to fit (e.g. without
+            the held-out ones); None: every pair the ranks imply within each ranking.
     """
 
     def __init__(self, fn: RewardFunction, episodes: np.ndarray | PreparedBatch,
                  ranks: np.ndarray | list[int], theta_center: Theta | None = None,
-                 beta: float = DEFAULT_BETA, prior_width: float = 0.5) -> None:
+                 beta: float = DEFAULT_BETA, prior_width: float = 0.5,
+                 groups: np.ndarray | None = None,
+                 pairs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.fn = fn
         self.batch = fn.prepare(episodes, contiguous=True)
         if len(self.batch.lead) != 2:
@@ -171,7 +213,18 @@ class AlignmentProblem:
         self.ranks = np.asarray(ranks).reshape(-1)
         if self.ranks.shape[0] != self.batch.lead[0]:
             raise ValueError(f'{self.ranks.shape[0]} ranks for {self.batch.lead[0]} episodes')
-        self.win, self.lose = preference_pairs(self.ranks)
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64).reshape(-1)
+        if self.groups is not None and self.groups.shape != self.ranks.shape:
+            raise ValueError(f'{self.groups.shape[0]} group ids for {self.ranks.shape[0]} '
+                             'episodes')
+        if pairs is not None:
+            self.win, self.lose = (np.asarray(a, dtype=np.int64) for a in pairs)
+        else:
+            self.win, self.lose = preference_pairs(self.ranks)
+            if self.groups is not None:
+                same = self.groups[self.win] == self.groups[self.lose]
+                self.win, self.lose = self.win[same], self.lose[same]
+        self._single = self.groups is None and pairs is None
         self.beta = float(beta)
         self.transform = ParamTransform(fn)
         self.theta_center = fn.theta_array(theta_center)
@@ -183,8 +236,12 @@ class AlignmentProblem:
         """(K,) episode returns under θ (array in parameter order)."""
         return self.fn.episode_returns(self.batch, dict(zip(self._names, theta.tolist())))
 
+    def _ll(self, returns: np.ndarray) -> float:
+        z = normalise_grouped(returns, self.groups)
+        return log_likelihood(z, self.win, self.lose, self.beta, normalise=False)
+
     def log_likelihood(self, theta: np.ndarray) -> float:
-        return log_likelihood(self.returns(theta), self.win, self.lose, self.beta)
+        return self._ll(self.returns(theta))
 
     def log_prior_u(self, u: np.ndarray) -> float:
         if not self.transform.inside(u):
@@ -199,14 +256,16 @@ class AlignmentProblem:
             return -math.inf, -math.inf
         try:
             theta = dict(zip(self._names, self.transform.to_theta_list(u)))
-            ll = log_likelihood(self.fn.episode_returns(self.batch, theta), self.win, self.lose,
-                                self.beta)
+            ll = self._ll(self.fn.episode_returns(self.batch, theta))
         except RewardRuntimeError:
             return -math.inf, -math.inf
         return lp + ll, ll
 
     def tau(self, theta: np.ndarray) -> float:
-        return rank_agreement(self.returns(theta), self.ranks)
+        """Kendall τ-b with the ranking (one ranking, all pairs), else τ-a over the fit pairs."""
+        if self._single:
+            return rank_agreement(self.returns(theta), self.ranks)
+        return pair_agreement(self.returns(theta), self.win, self.lose)
 
     def log_posterior_many(self, us: np.ndarray) -> np.ndarray:
         """Log posterior of C points (C, p) in one template call; -inf outside or non-finite.
@@ -226,10 +285,7 @@ class AlignmentProblem:
             return out
         finite = np.isfinite(r).all(axis=1)  # like the one-θ path: non-finite -> -inf
         r = np.where(np.isfinite(r), r, 0.0)
-        mean = r.mean(axis=1, keepdims=True)
-        std = r.std(axis=1, keepdims=True)
-        flat = ~(std > 1e-12 * (1.0 + np.abs(mean)))
-        zr = np.where(flat, 0.0, (r - mean) / np.where(flat, 1.0, std))
+        zr = normalise_grouped(r, self.groups)
         d = self.beta * (zr[:, self.win] - zr[:, self.lose])
         ll = -np.logaddexp(0.0, -d).sum(axis=1)
         lp = prior + ll
@@ -243,7 +299,9 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
                         beta: float = DEFAULT_BETA, prior_width: float = 0.5,
                         init_step: float = 0.2, target_accept: float = 0.3,
                         prior_center: Theta | None = None,
-                        rng: np.random.Generator | None = None, chains: int = 16) -> MHResult:
+                        rng: np.random.Generator | None = None, chains: int = 16,
+                        groups: np.ndarray | None = None,
+                        pairs: tuple[np.ndarray, np.ndarray] | None = None) -> MHResult:
     """Sample the posterior over θ and return its MAP, mean, spread and rank agreement.
 
     ``theta0`` is the chain's start (default: the template's initial values); ``prior_center``
@@ -255,13 +313,16 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
     iteration evaluates the reward for all of them in one call (``num_samples`` and ``burn_in``
     are totals over the chains). That is several times faster, and used only when the template
     broadcasts over θ (checked against one-θ evaluation); otherwise one chain runs.
+
+    ``groups`` and ``pairs`` fit several rankings at once (see ``AlignmentProblem``); the
+    result's Kendall τ is then the agreement over the fit pairs.
     """
     if num_samples < 1 or burn_in < 0:
         raise ValueError('num_samples must be >= 1 and burn_in >= 0')
     rng = np.random.default_rng() if rng is None else rng
     start = fn.theta_array(theta0)
     center = start if prior_center is None else fn.theta_array(prior_center)
-    prob = AlignmentProblem(fn, episodes, ranks, center, beta, prior_width)
+    prob = AlignmentProblem(fn, episodes, ranks, center, beta, prior_width, groups, pairs)
     tr = prob.transform
     u = tr.to_u(start)
     lp, ll = prob.log_posterior_u(u)

@@ -23,8 +23,13 @@ Parameters:
   llm_call_deadline_s (float): llm_node's budget for one call (shared, llm.yaml's ``/**``);
       each service call waits that plus ``reward_node.LLM_WAIT_MARGIN_S``.
   seed (int): seed of the MH random generator.
-  run_dir (str): the schedule is kept in <run_dir>/alignment_state.json ('' = nowhere).
-  resume (bool): continue the schedule saved there (a resumed policy may replay steps).
+  heldout_fraction (float): share of each ranking's pairs held out; an update is applied only
+      when it orders the held-out pairs of all kept rankings better (outer_loop.refit_theta).
+  max_rankings (int): LLM rankings kept and fitted together (oldest dropped).
+  run_dir (str): the schedule is kept in <run_dir>/alignment_state.json and the rankings in
+      <run_dir>/alignment_preferences.npz ('' = nowhere).
+  resume (bool): continue the schedule and rankings saved there (a resumed policy may replay
+      steps).
 Subscribes:
   /selfalign/episode (selfalign_interfaces/Episode).
   /selfalign/reward_spec (selfalign_interfaces/RewardSpec, transient local).
@@ -102,7 +107,12 @@ class AlignmentNode(Node):
             success_threshold=_float_param(
                 self, 'success_threshold', 0.2,
                 'success rate at/below which an agreeing reward triggers failure analysis',
-                0.0, 1.0))
+                0.0, 1.0),
+            heldout_fraction=_float_param(
+                self, 'heldout_fraction', 0.25,
+                "share of each ranking's preference pairs held out of the fit", 0.01, 0.99),
+            max_rankings=_int_param(self, 'max_rankings', 32,
+                                    'LLM rankings kept and fitted together', 1, 10_000))
         cfg = OuterLoopConfig(**{**cfg.__dict__,
                                  'candidate_window': max(cfg.candidate_window, cfg.num_ranked)})
         self.mh_samples = _int_param(self, 'mh_samples', 10_000, 'MH samples kept after burn-in',
@@ -124,12 +134,16 @@ class AlignmentNode(Node):
         resume = self.declare_parameter('resume', False, ParameterDescriptor(
             description='continue the update schedule saved in run_dir', read_only=True)).value
         self._state_file = Path(run_dir) / 'alignment_state.json' if run_dir else None
+        self._memory_file = Path(run_dir) / 'alignment_preferences.npz' if run_dir else None
         self.rng = np.random.default_rng(seed)
         self.loop = OuterLoop(cfg)
         if resume and self._state_file is not None and self._state_file.is_file():
             self.loop.load_state_dict(json.loads(self._state_file.read_text()))
             self.get_logger().info(f'resumed the update schedule: last update at env step '
                                    f'{self.loop.last_update_step}')
+        if resume and self._memory_file is not None and self._memory_file.is_file():
+            self.loop.memory.load(self._memory_file)
+            self.get_logger().info(f'resumed {len(self.loop.memory)} LLM ranking(s)')
         self._lock = threading.Lock()
         self._spec: RewardSpec | None = None
         self._fn_cache: tuple[str, RewardFunction] | None = None
@@ -281,8 +295,16 @@ class AlignmentNode(Node):
         refit = refit_theta(fn, template, theta, episodes, ranks, report.success_rate,
                             self.loop, analyze, mh_samples=self.mh_samples,
                             mh_burn_in=self.mh_burn_in, beta=self.beta,
-                            prior_width=self.prior_width, rng=self.rng)
+                            prior_width=self.prior_width, rng=self.rng,
+                            env_step=report.env_step)
+        if self._memory_file is not None:
+            self.loop.memory.save(self._memory_file)
         result, tau_before = refit.result, refit.tau_before
+        report.heldout_agreement_before = float(refit.heldout_before)
+        report.heldout_agreement_after = float(refit.heldout_after)
+        report.num_heldout_pairs = int(refit.num_heldout_pairs)
+        report.num_rankings = int(refit.num_rankings)
+        report.theta_move = float(refit.theta_move)
         report.failure_analysis = refit.failure_analysis
         report.analysis = refit.analysis
         if refit.proposal_used:
@@ -290,24 +312,30 @@ class AlignmentNode(Node):
         elif refit.failure_analysis and refit.proposal_rejected != ANALYSIS_UNAVAILABLE:
             self.get_logger().warning(
                 f'failure-analysis proposal rejected: {refit.proposal_rejected}')
-        new_theta = result.as_dict('map')
-        report.theta_after = [new_theta[n] for n in spec.param_names]
         report.theta_std = [float(s) for s in result.theta_std]
         report.kendall_tau_before = float(tau_before)
-        report.kendall_tau_after = float(result.kendall_tau_after)
         report.acceptance_rate = float(result.acceptance_rate)
         report.num_samples = int(self.mh_samples)
+        if not refit.applied:
+            report.status = f'kept: {refit.decision}'
+            report.kendall_tau_after = float(tau_before)
+            report.theta_after = list(report.theta_before)
+            self.get_logger().info(f'update at env step {report.env_step}: {refit.decision}')
+            return
+        new_theta = refit.theta
+        report.theta_after = [new_theta[n] for n in spec.param_names]
+        report.kendall_tau_after = float(refit.tau_after)
         reply, why = self._call(self._set, SetRewardParams.Request(
             param_names=list(spec.param_names), param_values=report.theta_after,
             reason=f'self-alignment update {self._report_index + 1}: tau {tau_before:.2f} -> '
-                   f'{result.kendall_tau_after:.2f}'), 'SetRewardParams')
+                   f'{refit.tau_after:.2f}, {refit.decision}'), 'SetRewardParams')
         if reply is None:
             report.status = f'skipped: {why}'
             return
         report.reward_version = reply.version
         self.get_logger().info(
             f'update at env step {report.env_step}: tau {tau_before:.2f} -> '
-            f'{result.kendall_tau_after:.2f}, MH {refit.mh_s:.1f} s, acceptance '
+            f'{refit.tau_after:.2f}, {refit.decision}, MH {refit.mh_s:.1f} s, acceptance '
             f'{result.acceptance_rate:.2f}, theta '
             + ', '.join(f'{k}={v:.4g}' for k, v in new_theta.items()))
 

@@ -27,6 +27,10 @@ import numpy as np
 
 #: Edge length of the task block, m (METHOD.md: one 5 cm block).
 BLOCK_SIZE_M = 0.05
+#: Horizontal distance of the push point behind the block centre, m: where the fingertip centre
+#: of the closed Panda gripper sits while pushing (measured with the scripted pusher: 3.7-3.8 cm
+#: on average in contact; the near face is 2.5 cm from the centre).
+PUSH_POINT_OFFSET_M = 0.04
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ DERIVED: tuple[Feature, ...] = (
     Feature('ee_speed', (), 'm/s', 'norm of ee_vel'),
     Feature('block_speed', (), 'm/s', 'norm of block_vel'),
     Feature('action_norm', (), '', 'norm of the end-effector part of the action'),
+    Feature('ee_push_point_dist', (), 'm',
+            'distance from ee_pos to the push point: 4 cm behind the block centre on the side '
+            'opposite the goal, at block-centre height (0 when the fingers sit where they push '
+            'the block straight toward the goal)'),
 )
 
 VOCABULARY: tuple[Feature, ...] = RAW + DERIVED
@@ -130,6 +138,20 @@ def finger_pad_positions(ee_pos: np.ndarray, ee_quat: np.ndarray,
     return ee_pos + offset, ee_pos - offset
 
 
+def push_point(block_pos: np.ndarray, goal_pos: np.ndarray) -> np.ndarray:
+    """(B, 3) points ``PUSH_POINT_OFFSET_M`` behind the block centres, away from the goals.
+
+    Horizontal direction goal -> block; height of the block centre. With the block on the goal
+    (closer than 1 mm) the direction is undefined and the point is the block centre itself.
+    """
+    away = block_pos[:, :2] - goal_pos[:, :2]
+    norm = np.linalg.norm(away, axis=-1, keepdims=True)
+    unit = np.where(norm > 1e-3, away / np.maximum(norm, 1e-3), 0.0)
+    out = block_pos.copy()
+    out[:, :2] += PUSH_POINT_OFFSET_M * unit
+    return out
+
+
 def compute_features(raw: dict[str, np.ndarray], block_rest_z: float | np.ndarray
                      ) -> dict[str, np.ndarray]:
     """Raw quantities (batched, see ``RAW``) -> the full vocabulary, float32.
@@ -169,6 +191,8 @@ def compute_features(raw: dict[str, np.ndarray], block_rest_z: float | np.ndarra
     r['ee_speed'] = np.linalg.norm(r['ee_vel'], axis=-1)
     r['block_speed'] = np.linalg.norm(r['block_vel'], axis=-1)
     r['action_norm'] = np.linalg.norm(r['action'][:, :3], axis=-1)
+    r['ee_push_point_dist'] = np.linalg.norm(r['ee_pos'] - push_point(r['block_pos'],
+                                                                      r['goal_pos']), axis=-1)
     return {n: r[n].astype(np.float32, copy=False) for n in FEATURE_NAMES}
 
 
@@ -200,17 +224,20 @@ OBSERVATION_FEATURES: tuple[str, ...] = (
 def observation_vector(features: dict[str, np.ndarray]) -> np.ndarray:
     """Feature dict (batched) -> (B, OBS_DIM) float32 state observation.
 
-    Besides the listed features it appends block - ee and goal - block offsets, which make
-    the MLP's job easier and are computable from any driver's contract topics.
+    Besides the listed features it appends the block - ee, goal - block and push point - ee
+    offsets (``push_point``), which make the MLP's job easier and are computable from any
+    driver's contract topics.
     """
     parts = [np.asarray(features[n], np.float32).reshape(len(features['ee_pos']), -1)
              for n in OBSERVATION_FEATURES]
-    parts.append(features['block_pos'] - features['ee_pos'])
-    parts.append(features['goal_pos'] - features['block_pos'])
+    block, goal = np.asarray(features['block_pos']), np.asarray(features['goal_pos'])
+    parts.append(block - features['ee_pos'])
+    parts.append(goal - block)
+    parts.append(push_point(block, goal) - features['ee_pos'])
     return np.concatenate(parts, axis=-1).astype(np.float32, copy=False)
 
 
-OBS_DIM = sum(BY_NAME[n].size for n in OBSERVATION_FEATURES) + 6
+OBS_DIM = sum(BY_NAME[n].size for n in OBSERVATION_FEATURES) + 9
 
 
 def describe_vocabulary() -> str:

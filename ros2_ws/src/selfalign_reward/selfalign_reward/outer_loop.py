@@ -11,19 +11,34 @@
 * ``success_rate`` over the recent window (evaluation episodes when there are any);
 * ``needs_failure_analysis``: the reward already agrees with the LLM (Kendall τ ≥ threshold) yet
   success stays low -> ask the LLM what blocks success (METHOD.md);
-* ``check_proposal`` validates the LLM's proposed θ against the template's ranges.
+* ``check_proposal`` validates the LLM's proposed θ against the template's ranges;
+* ``PreferenceMemory`` keeps every ranking so far (the ranked episodes' features and ranks, as
+  PEBBLE/B-Pref keep their labels) with a fixed share of each ranking's pairs held out;
+* ``refit_theta`` fits θ to all kept pairs but the held-out ones and applies the fit only when
+  the agreement on the held-out pairs improves (a failure-analysis start: does not get worse).
+  Fitting one ranking of 8 episodes at a time let θ wander wherever that ranking did not
+  constrain it, and each move re-scored the whole replay (docs/method.md).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import math
+from pathlib import Path
 import time
 
 import numpy as np
 
-from selfalign_reward.alignment import metropolis_hastings, MHResult, rank_agreement
+from selfalign_reward.alignment import (
+    metropolis_hastings,
+    MHResult,
+    pair_agreement,
+    ParamTransform,
+    preference_pairs,
+    rank_agreement,
+)
 from selfalign_reward.episode import EpisodeRecord, stack_features
 from selfalign_reward.evaluate import RewardFunction, Theta
 from selfalign_reward.template import RewardTemplate
@@ -47,8 +62,17 @@ class OuterLoopConfig:
     """Kendall τ (reward vs LLM ranking) at or above which the reward 'agrees'"""
     success_threshold: float = 0.2
     """success rate at or below which an agreeing reward triggers failure analysis"""
+    heldout_fraction: float = 0.25
+    """share of each ranking's preference pairs held out of the fit (at least one when the
+    ranking has two or more pairs); an update is applied only if it orders them better"""
+    max_rankings: int = 32
+    """rankings the preference memory keeps (the oldest are dropped beyond this)"""
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ValueError(f'heldout_fraction must be in (0, 1), got {self.heldout_fraction}')
+        if self.max_rankings < 1:
+            raise ValueError(f'max_rankings must be >= 1, got {self.max_rankings}')
         if self.reward_update_every_steps < 1:
             raise ValueError('reward_update_every_steps must be >= 1')
         if self.num_ranked < 2:
@@ -64,6 +88,10 @@ class OuterLoop:
     def __init__(self, cfg: OuterLoopConfig | None = None) -> None:
         self.cfg = cfg or OuterLoopConfig()
         self.episodes: deque[EpisodeRecord] = deque(maxlen=self.cfg.buffer_size)
+        self.memory = PreferenceMemory(self.cfg.max_rankings, self.cfg.heldout_fraction)
+        self.prior_center: dict[str, float] | None = None
+        """The LLM's belief about θ that the MH prior is centred on: the template's initial θ
+        (None) until a failure analysis proposes new values and the update is applied."""
         self.last_update_step = 0
         self.env_step = 0
         self.updates = 0
@@ -85,13 +113,17 @@ class OuterLoop:
         self.last_update_step = self.env_step if env_step is None else int(env_step)
         self.updates += 1
 
-    def state_dict(self) -> dict[str, int]:
-        """The schedule (what a resumed run needs; the episode buffer refills)."""
-        return {'last_update_step': int(self.last_update_step), 'updates': int(self.updates)}
+    def state_dict(self) -> dict:
+        """The schedule and prior centre (what a resumed run needs; the episode buffer
+        refills; the rankings are saved on their own, ``PreferenceMemory.save``)."""
+        return {'last_update_step': int(self.last_update_step), 'updates': int(self.updates),
+                'prior_center': self.prior_center}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.last_update_step = int(state['last_update_step'])
         self.updates = int(state['updates'])
+        center = state.get('prior_center')
+        self.prior_center = None if center is None else {k: float(v) for k, v in center.items()}
 
     def candidates(self) -> list[EpisodeRecord]:
         """The most recent training (non-evaluation) episodes, at most ``candidate_window``."""
@@ -130,6 +162,96 @@ def select_diverse(returns: np.ndarray, k: int) -> list[int]:
     return order[np.unique(picks)].tolist()
 
 
+@dataclass
+class Ranking:
+    """One LLM ranking as the memory keeps it."""
+
+    features: np.ndarray
+    """float32 (K, T, FEATURE_DIM), ``stack_features`` of the ranked episodes."""
+    ranks: np.ndarray
+    """int64 (K,), 0 best, ties allowed."""
+    heldout: np.ndarray
+    """bool (P,) over ``preference_pairs(ranks)``: True = held out of the fit."""
+    env_step: int = 0
+
+
+@dataclass
+class PreferenceMemory:
+    """Every LLM ranking so far, up to ``max_rankings`` (the oldest dropped first).
+
+    Features do not depend on the reward template, so the kept rankings stay valid when θ or
+    even the template changes: each re-fit re-scores all of them under the candidate θ.
+    """
+
+    max_rankings: int = 32
+    heldout_fraction: float = 0.25
+    rankings: list[Ranking] = field(default_factory=list)
+
+    def add(self, features: np.ndarray, ranks: np.ndarray, rng: np.random.Generator,
+            env_step: int = 0) -> None:
+        """Keep one ranking; ``rng`` picks which of its pairs are held out."""
+        ranks = np.asarray(ranks, dtype=np.int64).reshape(-1)
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 3 or features.shape[0] != ranks.shape[0]:
+            raise ValueError(f'features {features.shape} do not match {ranks.shape[0]} ranks')
+        n_pairs = len(preference_pairs(ranks)[0])
+        n_held = 0 if n_pairs < 2 else max(1, int(round(self.heldout_fraction * n_pairs)))
+        heldout = np.zeros(n_pairs, dtype=bool)
+        heldout[rng.choice(n_pairs, size=n_held, replace=False)] = True
+        self.rankings.append(Ranking(features, ranks, heldout, int(env_step)))
+        del self.rankings[:-self.max_rankings]
+
+    def __len__(self) -> int:
+        return len(self.rankings)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                              tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """(features (N, T, F), ranks (N,), groups (N,), fit pairs, held-out pairs).
+
+        Episodes of all kept rankings in order; T is the longest, shorter episodes repeat
+        their last row (as ``stack_features``). Pair indices refer to the N episodes.
+        """
+        if not self.rankings:
+            raise ValueError('the preference memory is empty')
+        t = max(r.features.shape[1] for r in self.rankings)
+        feats, ranks, groups, fit, held = [], [], [], ([], []), ([], [])
+        offset = 0
+        for g, r in enumerate(self.rankings):
+            f = r.features
+            if f.shape[1] < t:
+                pad = np.repeat(f[:, -1:], t - f.shape[1], axis=1)
+                f = np.concatenate([f, pad], axis=1)
+            feats.append(f)
+            ranks.append(r.ranks)
+            groups.append(np.full(len(r.ranks), g, dtype=np.int64))
+            win, lose = preference_pairs(r.ranks)
+            for dest, mask in ((fit, ~r.heldout), (held, r.heldout)):
+                dest[0].append(win[mask] + offset)
+                dest[1].append(lose[mask] + offset)
+            offset += len(r.ranks)
+        cat = np.concatenate
+        return (cat(feats), cat(ranks), cat(groups), (cat(fit[0]), cat(fit[1])),
+                (cat(held[0]), cat(held[1])))
+
+    def save(self, path: str | Path) -> None:
+        """Write the memory to ``path`` (.npz, atomically) for a resumed run."""
+        path = Path(path)
+        data: dict[str, np.ndarray] = {'count': np.array(len(self.rankings))}
+        for i, r in enumerate(self.rankings):
+            data.update({f'features_{i}': r.features, f'ranks_{i}': r.ranks,
+                         f'heldout_{i}': r.heldout, f'env_step_{i}': np.array(r.env_step)})
+        tmp = path.with_name(path.name + '.tmp.npz')
+        np.savez_compressed(tmp, **data)
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        """Replace the kept rankings with those saved at ``path``."""
+        with np.load(path) as d:
+            self.rankings = [Ranking(d[f'features_{i}'], d[f'ranks_{i}'], d[f'heldout_{i}'],
+                                     int(d[f'env_step_{i}'])) for i in range(int(d['count']))]
+        del self.rankings[:-self.max_rankings]
+
+
 def check_proposal(template: RewardTemplate, names: list[str], values: list[float],
                    current: dict[str, float]) -> tuple[dict[str, float] | None, str]:
     """Merge a proposed θ (some or all parameters) into ``current``; (θ, '') or (None, why)."""
@@ -158,9 +280,10 @@ AnalyzeFn = Callable[[float], 'tuple[str, list[str], list[float]] | None']
 
 @dataclass
 class Refit:
-    """What ``refit_theta`` did: agreement before, the MH start and its outcome."""
+    """What ``refit_theta`` did: agreement before and after, the MH start, the decision."""
 
     tau_before: float
+    """Kendall τ of the current θ with the new ranking."""
     start: dict[str, float]
     failure_analysis: bool
     analysis: str
@@ -170,20 +293,49 @@ class Refit:
     result: MHResult
     mh_s: float
     """Wall time of the Metropolis–Hastings run alone, s."""
+    theta: dict[str, float] = field(default_factory=dict)
+    """θ to use from now on: the MAP when ``applied``, else the current θ unchanged."""
+    applied: bool = False
+    tau_after: float = math.nan
+    """Kendall τ of the MAP θ with the new ranking."""
+    heldout_before: float = math.nan
+    """Agreement (τ-a) of the current θ with the held-out pairs of every kept ranking."""
+    heldout_after: float = math.nan
+    """The same for the MAP θ."""
+    num_fit_pairs: int = 0
+    num_heldout_pairs: int = 0
+    num_rankings: int = 0
+    theta_move: float = 0.0
+    """How far the MAP is from the current θ: RMS over parameters of the move in MH space
+    (log or logit) as a fraction of each parameter's range there (0 none, 1 a whole range)."""
+
+    @property
+    def decision(self) -> str:
+        """One line: applied or kept, with the held-out agreement that decided it."""
+        verb = 'applied' if self.applied else 'kept the current θ'
+        return (f'{verb}: held-out agreement {self.heldout_before:.2f} -> '
+                f'{self.heldout_after:.2f} on {self.num_heldout_pairs} pairs')
 
 
 def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, float],
                 episodes: list[EpisodeRecord], ranks: np.ndarray, success_rate: float,
                 loop: OuterLoop, analyze: AnalyzeFn, *, mh_samples: int, mh_burn_in: int,
-                beta: float, prior_width: float, rng: np.random.Generator) -> Refit:
-    """One outer-loop re-fit of θ to a ranking (alignment_node and the experiment loop).
+                beta: float, prior_width: float, rng: np.random.Generator,
+                env_step: int = 0) -> Refit:
+    """One outer-loop re-fit of θ to all rankings so far (alignment_node and the experiment).
 
-    Agreement before; failure analysis when ``loop`` says so (a proposal inside the ranges
-    becomes the MH start, the prior stays on θ); then Metropolis–Hastings. The caller ranks
-    the episodes and applies ``result``'s MAP. ``analyze`` may raise; the error propagates.
+    Agreement of the current θ with the new ranking; failure analysis when ``loop`` says so
+    (a proposal inside the ranges becomes the MH start and the prior's centre); the new ranking
+    joins ``loop.memory``; Metropolis–Hastings over the fit pairs of every kept ranking, prior
+    centred on the LLM's belief (``loop.prior_center``: the template's initial θ until a
+    failure analysis is applied — not the current θ, so each ranking counts once); then the
+    held-out test: ``Refit.theta`` is the MAP only when it orders the held-out pairs better than
+    the current θ (as well, for a failure-analysis start), else the current θ. The caller
+    applies ``Refit.theta``. ``analyze`` may raise; the error propagates.
     """
-    prepared = fn.prepare(stack_features(episodes))
-    tau_before = rank_agreement(fn.episode_returns(prepared, theta), ranks)
+    new = stack_features(episodes)
+    ranks = np.asarray(ranks, dtype=np.int64).reshape(-1)
+    tau_before = rank_agreement(fn.episode_returns(fn.prepare(new), theta), ranks)
     start, analysis, used, rejected = dict(theta), '', False, ''
     asked = loop.needs_failure_analysis(tau_before, success_rate)
     if asked:
@@ -198,9 +350,33 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
                 rejected = why
             else:
                 start, used = proposed, True
+    names = set(fn.param_names)
+    center = loop.prior_center if loop.prior_center and set(loop.prior_center) == names \
+        else fn.theta_dict(None)
+    if used:
+        center = start
+    loop.memory.add(new, ranks, rng, env_step)
+    feats, all_ranks, groups, fit, held = loop.memory.arrays()
+    prepared = fn.prepare(feats, contiguous=True)
     t0 = time.perf_counter()
-    result = metropolis_hastings(fn, prepared, ranks, start, num_samples=mh_samples,
+    result = metropolis_hastings(fn, prepared, all_ranks, start, num_samples=mh_samples,
                                  burn_in=mh_burn_in, beta=beta, prior_width=prior_width,
-                                 rng=rng)
-    return Refit(float(tau_before), start, asked, analysis, used, rejected, result,
-                 time.perf_counter() - t0)
+                                 prior_center=center, rng=rng, groups=groups,
+                                 pairs=fit)
+    mh_s = time.perf_counter() - t0
+    r_before = fn.episode_returns(prepared, theta)
+    proposal = result.as_dict('map')
+    r_after = fn.episode_returns(prepared, proposal)
+    held_before, held_after = pair_agreement(r_before, *held), pair_agreement(r_after, *held)
+    applied = held_after > held_before or (used and held_after >= held_before)
+    if applied and used:
+        loop.prior_center = dict(start)
+    newest = slice(len(all_ranks) - len(ranks), len(all_ranks))
+    tr = ParamTransform(fn)
+    move = (tr.to_u(fn.theta_array(proposal)) - tr.to_u(fn.theta_array(theta))) / tr.width
+    return Refit(float(tau_before), start, asked, analysis, used, rejected, result, mh_s,
+                 theta=proposal if applied else dict(theta), applied=bool(applied),
+                 tau_after=rank_agreement(r_after[newest], ranks),
+                 heldout_before=held_before, heldout_after=held_after,
+                 num_fit_pairs=len(fit[0]), num_heldout_pairs=len(held[0]),
+                 num_rankings=len(loop.memory), theta_move=float(np.sqrt(np.mean(move ** 2))))

@@ -115,7 +115,11 @@ def oracle_reward(task: str, f: dict[str, np.ndarray]) -> np.ndarray:
         lift = np.clip(f['block_lift'] / LIFT_HEIGHT_M, 0.0, 1.0)
         r = reach + grip + 4.0 * grip * lift + 2.0 * step_condition(task, f)
     else:
+        # Reach the push point (behind the block, opposite the goal), not the nearest face: a
+        # reach-the-block term pays as much for touching the block's goal side, which pushes it
+        # the wrong way (0 % success at 60k env steps with that term; docs/tasks.md).
+        behind = 1.0 - np.tanh(10.0 * f['ee_push_point_dist'])
         push = 1.0 - np.tanh(10.0 * f['block_goal_dist'])
         lifted = f['block_lift'] >= PUSH_LIFT_TOLERANCE_M
-        r = 0.5 * reach + 3.0 * push + 2.0 * step_condition(task, f) - 1.0 * lifted
+        r = behind + 3.0 * push + 2.0 * step_condition(task, f) - 1.0 * lifted
     return np.asarray(r, dtype=np.float32)

@@ -9,9 +9,12 @@ from scipy.stats import rankdata
 from selfalign_reward import features as F
 from selfalign_reward import tasks
 from selfalign_reward.alignment import (
+    AlignmentProblem,
     log_likelihood,
     metropolis_hastings,
+    normalise_grouped,
     normalise_returns,
+    pair_agreement,
     ParamTransform,
     preference_pairs,
     rank_agreement,
@@ -165,3 +168,34 @@ def test_prior_center_and_start_are_separate():
     assert res.as_dict('map')['force_threshold'] == pytest.approx(0.2)  # MAP of the prior
     with pytest.raises(ValueError):
         metropolis_hastings(fn, x, np.zeros(6, int), num_samples=0)
+
+
+def test_grouped_likelihood_is_the_sum_of_per_ranking_likelihoods():
+    """Several rankings fit together: z-scored per ranking, pairs only within a ranking."""
+    rng = np.random.default_rng(3)
+    fn = RewardFunction(load_reference_template('touch'))
+    xa = stack_features(random_episodes('touch', 5, rng, steps=20))
+    xb = stack_features(random_episodes('touch', 4, rng, steps=20))
+    ra, rb = np.array([0, 2, 1, 4, 3]), np.array([1, 0, 0, 2])
+    theta = fn.theta_array(None)
+    both = AlignmentProblem(fn, np.concatenate([xa, xb]), np.concatenate([ra, rb]), theta,
+                            groups=np.array([0] * 5 + [1] * 4))
+    # Pairs never cross rankings (episode 0 of ranking b is not compared with ranking a).
+    assert len(both.win) == len(preference_pairs(ra)[0]) + len(preference_pairs(rb)[0])
+    assert np.all((both.win < 5) == (both.lose < 5))
+    expected = (AlignmentProblem(fn, xa, ra, theta).log_likelihood(theta)
+                + AlignmentProblem(fn, xb, rb, theta).log_likelihood(theta))
+    assert both.log_likelihood(theta) == pytest.approx(expected, rel=1e-12)
+    # The many-θ path normalises per ranking too.
+    u = both.transform.to_u(theta)
+    many = both.log_posterior_many(np.stack([u, u]))
+    assert many[0] == pytest.approx(both.log_posterior_u(u)[0], rel=1e-6)
+    z = normalise_grouped(np.array([1.0, 2.0, 3.0, 5.0, 5.0]), np.array([0, 0, 0, 1, 1]))
+    np.testing.assert_allclose(z, [*normalise_returns(np.array([1.0, 2.0, 3.0])), 0.0, 0.0])
+
+
+def test_pair_agreement_over_given_pairs():
+    r = np.array([3.0, 1.0, 2.0, 2.0])
+    assert pair_agreement(r, np.array([0, 2]), np.array([1, 1])) == 1.0
+    assert pair_agreement(r, np.array([1, 2]), np.array([0, 3])) == -0.5  # one wrong, one tie
+    assert pair_agreement(r, np.array([], int), np.array([], int)) == 0.0

@@ -86,7 +86,24 @@ def test_observation_vector_dimension_and_offsets():
     f = F.compute_features(stack([raw_step()]), 0.025)
     obs = F.observation_vector(f)
     assert obs.shape == (1, F.OBS_DIM) and obs.dtype == np.float32
-    np.testing.assert_allclose(obs[0, -6:-3], f['block_pos'][0] - f['ee_pos'][0])
+    np.testing.assert_allclose(obs[0, -9:-6], f['block_pos'][0] - f['ee_pos'][0])
+    np.testing.assert_allclose(obs[0, -6:-3], f['goal_pos'][0] - f['block_pos'][0])
+    pp = F.push_point(f['block_pos'], f['goal_pos'])[0]
+    np.testing.assert_allclose(obs[0, -3:], pp - f['ee_pos'][0], atol=1e-6)
+
+
+def test_push_point_sits_behind_the_block_opposite_the_goal():
+    block = np.array([[0.5, 0.0, 0.025], [0.5, 0.0, 0.025], [0.5, 0.0, 0.025]])
+    goal = np.array([[0.7, 0.0, 0.025], [0.5, -0.3, 0.025], [0.5, 0.0, 0.025]])
+    pp = F.push_point(block, goal)
+    np.testing.assert_allclose(pp[0], [0.5 - F.PUSH_POINT_OFFSET_M, 0.0, 0.025], atol=1e-7)
+    np.testing.assert_allclose(pp[1], [0.5, F.PUSH_POINT_OFFSET_M, 0.025], atol=1e-7)
+    np.testing.assert_allclose(pp[2], block[2])  # block on the goal: no direction, its centre
+    behind, above = 0.5 - F.PUSH_POINT_OFFSET_M, 0.125
+    f = F.compute_features(stack([raw_step(ee=(behind, 0.0, 0.025), goal=(0.7, 0.0, 0.025)),
+                                  raw_step(ee=(behind, 0.0, above), goal=(0.7, 0.0, 0.025))]),
+                           0.025)
+    np.testing.assert_allclose(f['ee_push_point_dist'], [0.0, 0.1], atol=1e-6)
 
 
 def test_vocabulary_text_lists_every_feature():

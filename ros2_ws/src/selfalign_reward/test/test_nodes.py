@@ -40,8 +40,8 @@ def test_reward_node_latched_spec_and_set_params():
 
             bad = probe.call(SetRewardParams, '/selfalign/set_reward_params',
                              SetRewardParams.Request(param_names=['force_threshold'],
-                                                     param_values=[9.0]))
-            assert not bad.success and '[0.01, 5.0]' in bad.message and bad.version == 0
+                                                     param_values=[190.0]))
+            assert not bad.success and '[0.01, 100.0]' in bad.message and bad.version == 0
             unknown = probe.call(SetRewardParams, '/selfalign/set_reward_params',
                                  SetRewardParams.Request(param_names=['w_push'],
                                                          param_values=[1.0]))

@@ -2,9 +2,20 @@
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 
+from selfalign_reward import features as F
+from selfalign_reward import tasks
+from selfalign_reward.episode import stack_features
 from selfalign_reward.evaluate import RewardFunction
-from selfalign_reward.outer_loop import check_proposal, OuterLoop, OuterLoopConfig, select_diverse
+from selfalign_reward.outer_loop import (
+    check_proposal,
+    OuterLoop,
+    OuterLoopConfig,
+    PreferenceMemory,
+    refit_theta,
+    select_diverse,
+)
 from selfalign_reward.store import RewardStore
 from selfalign_reward.synthetic import synthetic_episode
 from selfalign_reward.template import (
@@ -83,8 +94,8 @@ def test_check_proposal_ranges():
     cur = t.initial_theta()
     theta, why = check_proposal(t, ['force_threshold'], [0.1], cur)
     assert why == '' and theta['force_threshold'] == 0.1 and theta['w_reach'] == 1.0
-    theta, why = check_proposal(t, ['force_threshold'], [9.0], cur)
-    assert theta is None and 'outside its range [0.01, 5.0]' in why
+    theta, why = check_proposal(t, ['force_threshold'], [190.0], cur)
+    assert theta is None and 'outside its range [0.01, 100.0]' in why
     theta, why = check_proposal(t, ['nope'], [1.0], cur)
     assert theta is None and 'unknown reward parameter' in why
 
@@ -95,8 +106,8 @@ def test_reward_store_keeps_last_good_and_checks_params():
     assert ok and store.state.version == 0
     ok, msg, version = store.set_params(['force_threshold'], [0.2])
     assert ok and version == 1 and store.state.theta['force_threshold'] == 0.2
-    ok, msg, version = store.set_params(['force_threshold'], [50.0])
-    assert not ok and 'force_threshold = 50.0 is outside its range [0.01, 5.0]' in msg
+    ok, msg, version = store.set_params(['force_threshold'], [500.0])
+    assert not ok and 'force_threshold = 500.0 is outside its range [0.01, 100.0]' in msg
     assert version == 1 and store.state.theta['force_threshold'] == 0.2
     ok, msg, _ = store.set_params(['bogus'], [1.0])
     assert not ok and "unknown parameter 'bogus'" in msg
@@ -125,3 +136,100 @@ def test_schedule_stays_on_the_grid_across_a_resume_that_replays_steps():
         assert not resumed.update_due(), step
     resumed.add(ep(40, 3000))
     assert resumed.update_due() and resumed.updates == 2
+
+
+# ---------------------------------------------------------------- preference memory and refit
+def push_episodes(rng, n=8, env_step=0):
+    """Half hover at the block (best under the initial push reward), half push it goalward."""
+    out = []
+    for i in range(n):
+        push = float(rng.uniform(0.3, 1.0)) if i % 2 else 0.0
+        out.append(synthetic_episode('push', reach_step=int(rng.integers(5, 30)), force_n=0.5,
+                                     push_fraction=push, rng=rng, episode_index=i,
+                                     env_step=env_step))
+    return out
+
+
+def progress_ranks(episodes):
+    score = tasks.progress('push', F.unpack(stack_features(episodes)))
+    return (rankdata(-score, method='dense') - 1).astype(int)
+
+
+def refit(loop, fn, theta, episodes, ranks, seed=0):
+    return refit_theta(fn, fn.template, theta, episodes, ranks, 0.5, loop, lambda tau: None,
+                       mh_samples=600, mh_burn_in=300, beta=0.9, prior_width=0.5,
+                       rng=np.random.default_rng(seed))
+
+
+def test_refit_keeps_every_ranking_and_holds_pairs_out():
+    rng = np.random.default_rng(0)
+    fn = RewardFunction(load_reference_template('push'))
+    loop = OuterLoop(OuterLoopConfig(num_ranked=8, heldout_fraction=0.25))
+    theta = fn.theta_dict(None)
+    first = refit(loop, fn, theta, eps := push_episodes(rng), progress_ranks(eps))
+    # The initial push weight (2.0) prefers hovering; the ranking prefers pushing: applied.
+    assert first.applied and first.heldout_after > first.heldout_before
+    assert first.theta['w_push'] > 5.0 and first.theta_move > 0
+    assert first.num_rankings == 1 and first.num_heldout_pairs >= 1
+    pairs_one = first.num_fit_pairs + first.num_heldout_pairs
+    second = refit(loop, fn, first.theta, eps := push_episodes(rng), progress_ranks(eps), seed=1)
+    assert second.num_rankings == 2  # the first ranking is fitted again, not forgotten
+    assert second.num_fit_pairs + second.num_heldout_pairs > pairs_one
+    assert len(loop.memory) == 2
+
+
+def test_refit_keeps_theta_when_held_out_agreement_does_not_improve():
+    """A ranking the current θ already orders perfectly leaves θ where it is (θ used to wander
+    along directions no ranking constrains)."""
+    rng = np.random.default_rng(1)
+    fn = RewardFunction(load_reference_template('push'))
+    loop = OuterLoop(OuterLoopConfig(num_ranked=8))
+    theta = {'w_push': 30.0, 'goal_sharpness': 10.0, 'w_lift_penalty': 1.0}
+    eps = push_episodes(rng)
+    returns = fn.episode_returns(stack_features(eps), theta)
+    ranks = (rankdata(-returns, method='dense') - 1).astype(int)
+    res = refit(loop, fn, theta, eps, ranks)
+    assert res.heldout_before == 1.0
+    assert not res.applied and res.theta == theta
+    assert 'kept' in res.decision
+
+
+def test_preference_memory_bounded_and_saved(tmp_path):
+    rng = np.random.default_rng(2)
+    mem = PreferenceMemory(max_rankings=2, heldout_fraction=0.25)
+    for k, steps in enumerate((10, 12, 8)):
+        eps = [synthetic_episode('touch', steps=steps, reach_step=3, rng=rng) for _ in range(4)]
+        mem.add(stack_features(eps), np.array([0, 1, 2, 3]), rng, env_step=k)
+    assert len(mem) == 2 and [r.env_step for r in mem.rankings] == [1, 2]
+    feats, ranks, groups, fit, held = mem.arrays()
+    assert feats.shape[:2] == (8, 12)  # shorter episodes padded with their last row
+    np.testing.assert_array_equal(feats[4:, 8:], np.repeat(feats[4:, 7:8], 4, axis=1))
+    assert groups.tolist() == [0] * 4 + [1] * 4
+    assert len(fit[0]) + len(held[0]) == 12 and len(held[0]) == 4  # 6 pairs each, 25 % -> 2
+    assert np.all(groups[held[0]] == groups[held[1]])
+    mem.save(tmp_path / 'prefs.npz')
+    back = PreferenceMemory(max_rankings=2)
+    back.load(tmp_path / 'prefs.npz')
+    for a, b in zip(back.arrays(), mem.arrays()):
+        for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_applied_failure_analysis_moves_the_prior_centre_and_survives_a_resume():
+    """Touch rankings that agree with the reward and say nothing about the force threshold: the
+    LLM's proposed threshold is kept (it is the new prior centre), across a resume too."""
+    fn = RewardFunction(load_reference_template('touch'))
+    loop = OuterLoop(OuterLoopConfig(num_ranked=5))
+    eps = [synthetic_episode('touch', closest_m=g, episode_index=i)
+           for i, g in enumerate([0.3, 0.2, 0.1, 0.05, 0.02])]
+    theta = fn.theta_dict(None)
+    res = refit_theta(fn, fn.template, theta, eps, np.array([4, 3, 2, 1, 0]), 0.0, loop,
+                      lambda tau: ('threshold too high', ['force_threshold'], [0.125]),
+                      mh_samples=400, mh_burn_in=200, beta=0.9, prior_width=0.5,
+                      rng=np.random.default_rng(0))
+    assert res.failure_analysis and res.proposal_used and res.applied
+    assert res.theta['force_threshold'] < 0.5
+    assert loop.prior_center['force_threshold'] == 0.125
+    again = OuterLoop(OuterLoopConfig(num_ranked=5))
+    again.load_state_dict(loop.state_dict())
+    assert again.prior_center == loop.prior_center
