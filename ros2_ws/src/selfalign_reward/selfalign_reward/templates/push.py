@@ -2,7 +2,10 @@
 """Reference reward template for 'push' (source format; parsed by selfalign_reward.template).
 
 Reproduces the paper's initial mistake: the push term's weight starts at 2.0 against a strong
-reach term, so a policy is paid more for hovering at the block than for moving it to the goal.
+reach term, so a policy is paid more for waiting behind the block than for moving it to the goal.
+The reach term uses the push point (behind the block, opposite the goal), as an LLM reading the
+vocabulary would: reaching the nearest face instead pays as much for touching the block's goal
+side, and no reward of that shape taught push here (docs/tasks.md).
 """
 
 PARAMETERS = [
@@ -16,7 +19,7 @@ PARAMETERS = [
 
 
 def reward(f, p):
-    reach = 10.0 * (1.0 - np.tanh(10.0 * f['ee_block_dist']))
+    reach = 10.0 * (1.0 - np.tanh(10.0 * f['ee_push_point_dist']))
     push = p['w_push'] * (1.0 - np.tanh(p['goal_sharpness'] * f['block_goal_dist']))
     lifted = -p['w_lift_penalty'] * (f['block_lift'] > 0.02)
     total = reach + push + lifted
