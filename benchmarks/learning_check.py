@@ -186,9 +186,9 @@ def main() -> None:
     ap.add_argument('--eval-every', type=int, default=2500)
     ap.add_argument('--eval-episodes', type=int, default=10)
     ap.add_argument('--hidden', type=int, default=256)
-    ap.add_argument('--lr', type=float, default=1e-4)
-    ap.add_argument('--std-steps', type=int, default=100_000)
-    ap.add_argument('--update-every', type=int, default=2)
+    ap.add_argument('--lr', type=float, default=3e-4)
+    ap.add_argument('--std-steps', type=int, default=30_000)
+    ap.add_argument('--update-every', type=int, default=1)
     ap.add_argument('--stop-after', type=int, default=2,
                     help='stop a cell after this many consecutive evaluations >= 90 %% (0: never)')
     args = ap.parse_args()

@@ -190,13 +190,14 @@ class PolicyNode(Node):
                                              10**9, True)),
             ('eval_episodes', 5, _desc('deterministic episodes per evaluation', 0, 1000, True)),
             ('hidden_dim', 256, _desc('MLP width of actor and Q heads', 8, 4096, True)),
-            ('lr', 1e-4, _desc('Adam learning rate', 1e-6, 1e-2)),
+            ('lr', 3e-4, _desc('Adam learning rate (3e-4 learns push within 60k steps; '
+                               'docs/tasks.md)', 1e-6, 1e-2)),
             ('batch_size', 256, _desc('transitions per update', 1, 4096, True)),
             ('num_expl_steps', 2000, _desc('uniform-random env steps before the policy acts',
                                            0, 10**7, True)),
             ('update_every_steps', 2, _desc('env steps per gradient update', 1, 100, True)),
-            ('stddev_steps', 100000, _desc('env steps of the exploration std schedule', 1,
-                                           10**9, True)),
+            ('stddev_steps', 30000, _desc('env steps of the exploration std schedule '
+                                          'linear(1.0, 0.1, N)', 1, 10**9, True)),
             ('replay_capacity', 100000, _desc('replay slots', 16, 10**8, True)),
             ('device', 'cpu', _desc('cpu | cuda | auto')),
             ('state_timeout_s', 2.0, _desc('abort the episode (then reset) when the robot is '
