@@ -99,6 +99,12 @@ class ReplayConfig:
     """Time-step slots (transitions + one final observation per episode)."""
     frame_stack: int = 3
     """Frames stacked into one pixel observation at sample time (state observations: ignored)."""
+    normalize_reward: bool = True
+    """Divide sampled rewards by their standard deviation over the stored transitions
+    (re-estimated when the reward changes and as the buffer doubles from 1k transitions). A
+    positive scale leaves the optimal policy unchanged but keeps the critic's targets at one
+    scale whatever θ does: self-alignment moved w_push 2 -> 49, and Q-values of thousands
+    slowed learning (docs/tasks.md)."""
 
     def __post_init__(self) -> None:
         _check(self, 'capacity', self.capacity >= 16, 'must be >= 16')

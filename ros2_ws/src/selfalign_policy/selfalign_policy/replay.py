@@ -13,6 +13,8 @@ n-step windows stop at the episode end (never cross episodes): a window that rea
 termination gets discount 0, one that reaches a time limit bootstraps from the final observation
 with gamma^k for the k steps it has. Windows of an episode still running are sampled only once
 n steps exist. All arrays are allocated in ``__init__``; ``nbytes`` is the whole footprint.
+With ``normalize_reward`` the sampled returns are multiplied by ``reward_scale``, 1 / the std of
+the per-step reward over the stored transitions (``refresh_reward_scale``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from selfalign_reward.features import FEATURE_DIM
+
+#: Slots written (~ transitions) at which the reward scale is first estimated (then at every
+#: doubling).
+SCALE_FIRST_AT = 1000
 
 RewardFn = Callable[[np.ndarray], np.ndarray]
 
@@ -56,13 +62,15 @@ class ReplayBuffer:
         obs_dtype: dtype of stored observations (uint8 pixels, float32 state by default).
         feature_dim: columns of the stored reward features.
         reward_fn: packed features (K, feature_dim) -> rewards (K,); settable later.
+        normalize_reward: scale sampled rewards to unit std (``refresh_reward_scale``).
         seed: seed of the sampler's own ``np.random.Generator``.
     """
 
     def __init__(self, frame_shape: tuple[int, ...], action_dim: int, capacity: int,
                  nstep: int, discount: float, batch_size: int, frame_stack: int = 1,
                  obs_dtype: Any = None, feature_dim: int = FEATURE_DIM,
-                 reward_fn: RewardFn | None = None, seed: int = 0) -> None:
+                 reward_fn: RewardFn | None = None, seed: int = 0,
+                 normalize_reward: bool = False) -> None:
         frame_shape = tuple(int(s) for s in frame_shape)
         if len(frame_shape) not in (1, 3):
             raise ValueError(f'frame_shape {frame_shape} must be (D,) for state or (C, H, W) '
@@ -83,6 +91,9 @@ class ReplayBuffer:
         self.feature_dim = int(feature_dim)
         self.reward_fn = reward_fn
         self.rng = np.random.default_rng(seed)
+        self.normalize_reward = bool(normalize_reward)
+        self.reward_scale = 1.0   # sampled rewards are multiplied by this
+        self._next_scale_at = SCALE_FIRST_AT
         cap = self.capacity
         # Storage (zeros: stale slots must never hold NaN that a reward_fn could trip on).
         self._frames = np.zeros((cap, *frame_shape), dtype=obs_dtype)
@@ -135,6 +146,27 @@ class ReplayBuffer:
     def set_reward_fn(self, reward_fn: RewardFn) -> None:
         """Replace the reward; every later ``sample`` re-scores the whole buffer with it."""
         self.reward_fn = reward_fn
+        if self._written >= SCALE_FIRST_AT:
+            self.refresh_reward_scale()
+
+    def refresh_reward_scale(self, rows: int = 10_000) -> float:
+        """Re-estimate ``reward_scale`` = 1 / std of the reward over up to ``rows`` stored
+        transitions (1 without normalisation, with no reward or when the reward is constant).
+
+        The rows are drawn by a generator seeded from the write count, so the estimate does
+        not disturb the sampler and a resumed run gets the same value.
+        """
+        if not self.normalize_reward or self.reward_fn is None:
+            return self.reward_scale
+        slots = np.flatnonzero(self._has_tr)
+        if slots.size == 0:
+            return self.reward_scale
+        if slots.size > rows:
+            slots = np.random.default_rng(self._written).choice(slots, rows, replace=False)
+        r = np.asarray(self.reward_fn(self._features[slots]), dtype=np.float64)
+        std = float(r.std()) if np.isfinite(r).all() else 0.0
+        self.reward_scale = 1.0 / std if std > 1e-8 else 1.0
+        return self.reward_scale
 
     # ------------------------------------------------------------------ writing
     def _write_obs(self, slot: int, obs: np.ndarray, t: int) -> None:
@@ -176,6 +208,9 @@ class ReplayBuffer:
         self._has_tr[cur] = True
         self._written += 1
         self._cursor = nxt
+        if self._written >= self._next_scale_at:
+            self._next_scale_at *= 2
+            self.refresh_reward_scale()
         if terminated or truncated:
             self._final[nxt] = True
             self._open = False
@@ -245,7 +280,7 @@ class ReplayBuffer:
             raise ValueError(f'reward_fn returned shape {step_r.shape}, expected '
                              f'({int(mask.sum())},): one reward per feature row')
         rewards[mask] = step_r
-        reward = rewards @ self._powers[:-1]
+        reward = (rewards @ self._powers[:-1]) * self.reward_scale
         last = slots[np.arange(b), n_eff - 1]
         discount = self._powers[n_eff] * ~self._terminal[last]
         end = (idx + n_eff) % self.capacity
@@ -277,6 +312,7 @@ class ReplayBuffer:
             't': self._t, 'ep': self._ep, 'cursor': self._cursor, 'written': self._written,
             'episode': self._episode, 'open': self._open,
             'rng': self.rng.bit_generator.state,
+            'reward_scale': self.reward_scale, 'next_scale_at': self._next_scale_at,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -293,6 +329,9 @@ class ReplayBuffer:
         self._episode = int(state['episode'])
         self._open = bool(state['open'])
         self.rng.bit_generator.state = state['rng']
+        # Checkpoints from before reward normalisation: re-estimate at the next doubling.
+        self.reward_scale = float(state.get('reward_scale', 1.0))
+        self._next_scale_at = int(state.get('next_scale_at', max(self._written, 1)))
 
     def memory_report(self) -> str:
         return (f'replay: {self.capacity} slots of {self.frame_shape} '

@@ -138,3 +138,30 @@ def test_bad_use_gives_clear_errors():
     rb.set_reward_fn(lambda x: np.zeros(3))
     with pytest.raises(ValueError, match='reward_fn returned shape'):
         rb.sample()
+
+
+def test_normalized_rewards_do_not_depend_on_the_reward_scale():
+    """A θ move that multiplies the reward by 50 (w_push 2 -> 49-like) leaves the critic's
+    targets where they were; the scale is 1 / std of the per-step reward over stored steps."""
+    rb = ReplayBuffer((3,), 4, capacity=3000, nstep=N, discount=0.99, batch_size=32,
+                      reward_fn=_reward_col0, seed=3, normalize_reward=True)
+    _fill(rb, [(ep, 100, False) for ep in range(5)])
+    assert rb.reward_scale == 1.0  # not estimated before SCALE_FIRST_AT transitions
+    _fill(rb, [(ep, 100, False) for ep in range(5, 10)])  # 1000 transitions: estimated
+    stored = rb._features[rb._has_tr, 0].astype(np.float64)
+    assert rb.reward_scale == pytest.approx(1.0 / stored.std(), rel=0.02)
+    assert rb.refresh_reward_scale() == pytest.approx(1.0 / stored.std(), rel=1e-6)
+    state = rb.rng.bit_generator.state
+    r1 = rb.sample().reward.copy()
+    rb.set_reward_fn(lambda x: 50.0 * x[:, 0])
+    rb.rng.bit_generator.state = state
+    np.testing.assert_allclose(rb.sample().reward, r1, rtol=1e-5)
+    plain = ReplayBuffer((3,), 4, capacity=3000, nstep=N, discount=0.99, batch_size=32,
+                         reward_fn=_reward_col0, seed=3)
+    _fill(plain, [(ep, 100, False) for ep in range(12)])
+    assert plain.reward_scale == 1.0
+    # A resumed buffer keeps the scale.
+    again = ReplayBuffer((3,), 4, capacity=3000, nstep=N, discount=0.99, batch_size=32,
+                         reward_fn=_reward_col0, seed=3, normalize_reward=True)
+    again.load_state_dict(rb.state_dict())
+    assert again.reward_scale == rb.reward_scale
