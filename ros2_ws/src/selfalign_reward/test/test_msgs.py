@@ -74,7 +74,7 @@ def test_spec_round_trip_and_tamper_detection():
     with pytest.raises(ValueError, match='sha256'):
         spec_from_msg(msg)
     msg = spec_to_msg(t, theta)
-    msg.code = msg.code.replace("f['ee_block_dist']", "f['nonexistent']")
+    msg.code = msg.code.replace("f['ee_push_point_dist']", "f['nonexistent']")
     msg.sha256 = ''
     with pytest.raises(TemplateError, match='unknown feature'):
         spec_from_msg(msg)
