@@ -324,18 +324,22 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
                 env_step: int = 0) -> Refit:
     """One outer-loop re-fit of θ to all rankings so far (alignment_node and the experiment).
 
-    Agreement of the current θ with the new ranking; failure analysis when ``loop`` says so
-    (a proposal inside the ranges becomes the MH start and the prior's centre); the new ranking
-    joins ``loop.memory``; Metropolis–Hastings over the fit pairs of every kept ranking, prior
+    The new ranking joins ``loop.memory``; agreement of the current θ with it; failure analysis
+    when ``loop`` says so (a proposal inside the ranges becomes the MH start and the prior's
+    centre); Metropolis–Hastings over the fit pairs of every kept ranking, prior
     centred on the LLM's belief (``loop.prior_center``: the template's initial θ until a
     failure analysis is applied — not the current θ, so each ranking counts once); then the
     held-out test: ``Refit.theta`` is the MAP only when it orders the held-out pairs better than
     the current θ (as well, for a failure-analysis start), else the current θ. The caller
     applies ``Refit.theta``. ``analyze`` may raise; the error propagates.
     """
-    new = stack_features(episodes)
     ranks = np.asarray(ranks, dtype=np.int64).reshape(-1)
-    tau_before = rank_agreement(fn.episode_returns(fn.prepare(new), theta), ranks)
+    loop.memory.add(stack_features(episodes), ranks, rng, env_step)
+    feats, all_ranks, groups, fit, held = loop.memory.arrays()
+    prepared = fn.prepare(feats, contiguous=True)
+    newest = slice(len(all_ranks) - len(ranks), len(all_ranks))
+    r_before = fn.episode_returns(prepared, theta)
+    tau_before = rank_agreement(r_before[newest], ranks)
     start, analysis, used, rejected = dict(theta), '', False, ''
     asked = loop.needs_failure_analysis(tau_before, success_rate)
     if asked:
@@ -355,23 +359,18 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
         else fn.theta_dict(None)
     if used:
         center = start
-    loop.memory.add(new, ranks, rng, env_step)
-    feats, all_ranks, groups, fit, held = loop.memory.arrays()
-    prepared = fn.prepare(feats, contiguous=True)
     t0 = time.perf_counter()
     result = metropolis_hastings(fn, prepared, all_ranks, start, num_samples=mh_samples,
                                  burn_in=mh_burn_in, beta=beta, prior_width=prior_width,
                                  prior_center=center, rng=rng, groups=groups,
                                  pairs=fit)
     mh_s = time.perf_counter() - t0
-    r_before = fn.episode_returns(prepared, theta)
     proposal = result.as_dict('map')
     r_after = fn.episode_returns(prepared, proposal)
     held_before, held_after = pair_agreement(r_before, *held), pair_agreement(r_after, *held)
     applied = held_after > held_before or (used and held_after >= held_before)
     if applied and used:
         loop.prior_center = dict(start)
-    newest = slice(len(all_ranks) - len(ranks), len(all_ranks))
     tr = ParamTransform(fn)
     move = (tr.to_u(fn.theta_array(proposal)) - tr.to_u(fn.theta_array(theta))) / tr.width
     return Refit(float(tau_before), start, asked, analysis, used, rejected, result, mh_s,

@@ -107,7 +107,8 @@ def progress(task: str, f: dict[str, np.ndarray]) -> np.ndarray:
 def oracle_reward(task: str, f: dict[str, np.ndarray]) -> np.ndarray:
     """Hand-written dense per-step reward (baseline only), float32 over the leading axes of f."""
     get_task(task)
-    reach = 1.0 - np.tanh(10.0 * f['ee_block_dist'])
+    if task in ('touch', 'grasp_lift'):
+        reach = 1.0 - np.tanh(10.0 * f['ee_block_dist'])
     if task == 'touch':
         r = reach + 2.0 * (f['contact_force'] > TOUCH_FORCE_N)
     elif task == 'grasp_lift':
