@@ -103,6 +103,14 @@ def test_multi_process_run_aligns_records_and_resumes(tmp_path):
     roles = [json.loads(line)['role'] for line in (run / 'transcript.jsonl').open()]
     assert roles[0] == 'propose' and 'rank' in roles
     assert max(int(r['env_step']) for r in _rows(run, 'episode')) == 600
+    # The evaluation at 400 was filmed: the bridge rendered its viewer camera for it (the
+    # policy asked in its reset) and the monitor wrote those frames, one per step, 320 x 240.
+    import cv2
+
+    from selfalign_reward.tasks import get_task
+    cap = cv2.VideoCapture(str(run / 'videos' / 'eval-400-0.mp4'))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == get_task('touch').episode_steps
 
     version_before = saved['version']
     out = _finish(_start('--resume', str(run), '--steps', '800', '--no-progress'), 120)

@@ -52,6 +52,11 @@ class BridgeConfig:
     """Render and publish /camera/image_raw and /camera/camera_info each step."""
     image_size_px: int = 84
     """Side of the square camera image, px."""
+    video_width_px: int = 320
+    """Width of the video camera's frames (camera/video/image_raw), px; 0 = no video camera.
+    Frames are rendered only for episodes whose ResetEpisode request sets render_video."""
+    video_height_px: int = 240
+    """Height of the video camera's frames, px."""
     seed: int = 0
     """Seed of the first episode; resets with seed < 0 continue seed + 1, seed + 2, ..."""
     ee_workspace_low_m: tuple[float, float, float] = (0.30, -0.30, 0.015)
@@ -132,6 +137,10 @@ def _check(c: BridgeConfig) -> None:
              'in realtime mode, or every command is stale')
     if not 16 <= int(c.image_size_px) <= 1024:
         fail('image_size_px', 'must be in [16, 1024] (84 for DrQ-v2)')
+    if int(c.video_width_px) != 0 and not (
+            64 <= int(c.video_width_px) <= 1920 and 48 <= int(c.video_height_px) <= 1080):
+        fail('video_width_px', f'video frames must be 64..1920 x 48..1080 px (got '
+             f'{c.video_width_px} x {c.video_height_px}); 0 turns the video camera off')
     if not (math.isfinite(c.max_ee_speed_mps) and 0.0 < c.max_ee_speed_mps <= 2.0):
         fail('max_ee_speed_mps', 'must be in (0, 2] m/s')
     if not (math.isfinite(c.gripper_max_width_m) and 0.0 < c.gripper_max_width_m <= 0.2):

@@ -19,8 +19,8 @@ llm_node) used for measurements (``benchmarks/paper_table.py``). It composes exi
 the node, around service calls); the decisions themselves are imported from ``outer_loop``.
 
 Everything is logged to a ``RunDir`` in the layout the ROS run writes (config.yaml,
-transcript.jsonl, metrics.csv rows of kind episode | eval | alignment, plots/*.png), so the same
-plots come out. Pure: no rclpy.
+transcript.jsonl, metrics.csv rows of kind episode | eval | alignment | reward_spec,
+reward_params.yaml, plots/*.png), so the same plots come out. Pure: no rclpy.
 """
 
 from __future__ import annotations
@@ -376,6 +376,23 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
         if not ok:
             raise ValueError(f'ExperimentConfig.initial_theta: {why}')
 
+    spec_version = [None]
+
+    def log_spec(env_step: int) -> None:
+        """A 'reward_spec' row per new θ version, as monitor_node writes; the table once."""
+        state = store.state
+        if run is None or state.version == spec_version[0]:
+            return
+        if spec_version[0] is None:
+            run.write_params([{'name': p.name, 'lower': p.lower, 'upper': p.upper,
+                               'scale': p.scale, 'initial': state.theta[p.name]}
+                              for p in state.template.params])
+        spec_version[0] = state.version
+        run.log('reward_spec', env_step, version=state.version,
+                **{f'theta.{k}': f'{v:.6g}' for k, v in state.theta.items()})
+
+    log_spec(0)
+
     def bound(theta: dict[str, float]):
         th = dict(theta)
         return lambda packed: fn.total(packed, th).astype(np.float32)
@@ -408,6 +425,7 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
         result.updates.append(upd)
         if upd.theta_after != upd.theta_before:
             trainer.set_reward_fn(bound(upd.theta_after), version=store.state.version)
+        log_spec(upd.env_step)
         if cfg.verbose:
             print(f'[{cfg.task} {cfg.condition} s{cfg.seed}] update @ {upd.env_step}: '
                   f'{upd.status}, tau {upd.kendall_tau_before:.2f} -> '

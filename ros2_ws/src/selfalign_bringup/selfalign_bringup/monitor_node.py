@@ -1,7 +1,8 @@
 """monitor_node: rviz markers, metrics.csv + learning-curve plots, and MCAP recording of a run.
 
 One writer per run, the same in the all-in-one `train` process and in the multi-process launch:
-episodes and alignment reports become rows of ``metrics.csv`` (``selfalign_bringup.rundir``),
+episodes, alignment reports and each new reward spec version become rows of ``metrics.csv``
+(``selfalign_bringup.rundir``; the parameter table goes to ``reward_params.yaml`` for the θ plot),
 plots are redrawn after each alignment update and every ``plot_every_episodes`` episodes, and the
 robot-contract and selfalign topics are recorded raw into ``recording.mcap``
 (``selfalign_bringup.recording``).
@@ -14,11 +15,17 @@ Parameters:
   trail_length (int, 200): end-effector trail points shown.
   plot_every_episodes (int, 50): redraw plots after this many episodes.
   videos_per_eval (int, 1): evaluation episodes per evaluation round rendered to
-    <run_dir>/videos/eval-<env_step>-<i>.mp4 (selfalign_bringup.video); 0 = none.
+    <run_dir>/videos/eval-<env_step>-<i>.mp4 (selfalign_bringup.video); 0 = none. From the
+    camera when the driver sent frames stamped within the episode (Episode.start_stamp,
+    end_stamp), with the episode's facts overlaid; else a schematic drawn from its features.
+  video_topic (string, 'camera/video/image_raw'): camera frames for those videos (the bridge
+    films episodes reset with render_video; a real driver may point this at its camera).
+  video_buffer_mb (int, 200): camera frames kept while waiting for their episode.
 Subscribes:
   /ee_pose, /object_pose, /selfalign/goal_pose (geometry_msgs/PoseStamped),
   /selfalign/reward_spec (RewardSpec, latched), /selfalign/episode (Episode),
-  /selfalign/alignment_report (AlignmentReport); when recording, also /joint_states,
+  /selfalign/alignment_report (AlignmentReport); video_topic (sensor_msgs/Image) with a run
+  directory and videos_per_eval > 0; when recording, also /joint_states,
   /ee_wrench, /servo_node/delta_twist_cmds, /gripper_controller/commands.
 Publishes:
   /selfalign/markers (visualization_msgs/MarkerArray): block, goal, EE trail, status text.
@@ -27,21 +34,24 @@ Publishes:
 from __future__ import annotations
 
 from collections import deque
-import queue
+from dataclasses import dataclass
 import threading
+import time
 
 from geometry_msgs.msg import Point, PoseStamped
 import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from selfalign_bringup.recording import TopicRecorder
 from selfalign_bringup.rundir import plot_run, RunDir
-from selfalign_bringup.video import write_episode_video
+from selfalign_bringup.video import write_camera_video, write_episode_video
 from selfalign_core.executors import run_node
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
+from selfalign_policy import contract_msgs as cm
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -58,6 +68,50 @@ RECORDED_TOPICS = {
     '/selfalign/episode': 'selfalign_interfaces/msg/Episode',
     '/selfalign/alignment_report': 'selfalign_interfaces/msg/AlignmentReport',
 }
+
+
+#: How long a video waits for the camera frames of its episode's last steps, s.
+FRAME_GRACE_S = 2.0
+
+
+@dataclass
+class _VideoJob:
+    packed: np.ndarray
+    name: str
+    label: str
+    success: bool
+    start_ns: int
+    end_ns: int
+    deadline: float
+
+
+class FrameBuffer:
+    """The newest camera frames (stamp ns, Image), bounded in bytes; thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._frames: deque[tuple[int, Image]] = deque()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, msg: Image) -> None:
+        size = len(msg.data)
+        with self._lock:
+            self._frames.append((cm.stamp_ns(msg.header.stamp), msg))
+            self._bytes += size
+            while self._bytes > self.max_bytes and len(self._frames) > 1:
+                self._bytes -= len(self._frames.popleft()[1].data)
+
+    def newest_ns(self) -> int:
+        with self._lock:
+            return self._frames[-1][0] if self._frames else -1
+
+    def between(self, start_ns: int, end_ns: int) -> list[np.ndarray]:
+        """RGB arrays of the frames stamped in (start_ns, end_ns], in stamp order."""
+        with self._lock:
+            picked = sorted(((s, m) for s, m in self._frames if start_ns < s <= end_ns),
+                            key=lambda sm: sm[0])
+        return [cm.image_array(m) for _, m in picked]
 
 
 def _type_of(name: str):
@@ -77,7 +131,11 @@ class MonitorNode(Node):
         self._trail = deque(maxlen=int(self.declare_parameter('trail_length', 200).value))
         self._plot_every = int(self.declare_parameter('plot_every_episodes', 50).value)
         self._videos_per_eval = int(self.declare_parameter('videos_per_eval', 1).value)
-        self._videos: queue.Queue = queue.Queue()
+        video_topic = self.declare_parameter('video_topic', 'camera/video/image_raw').value
+        video_mb = int(self.declare_parameter('video_buffer_mb', 200).value)
+        self._frames = FrameBuffer(video_mb * 2**20)
+        self._videos: list[_VideoJob] = []
+        self._videos_lock = threading.Lock()
         self._eval_rendered: dict[int, int] = {}
         self._run = RunDir(run_dir) if run_dir else None
         self._lock = threading.Lock()
@@ -99,10 +157,15 @@ class MonitorNode(Node):
         self.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50)
         self.create_subscription(AlignmentReport, '/selfalign/alignment_report',
                                  self._on_report, 10)
+        if run_dir and self._videos_per_eval > 0 and video_topic:
+            self.create_subscription(Image, video_topic, self._frames.put, 30)
         # the last training episode's env_step (from metrics.csv after a resume)
+        rows = self._run.read_metrics() if self._run else []
         self._last_train_step = max(
-            (int(r['env_step']) for r in (self._run.read_metrics() if self._run else [])
-             if r.get('kind') == 'episode'), default=-1)
+            (int(r['env_step']) for r in rows if r.get('kind') == 'episode'), default=-1)
+        # the last reward spec version logged (a resumed run does not log it again)
+        self._spec_version = next((r.get('version') for r in reversed(rows)
+                                   if r.get('kind') == 'reward_spec'), None)
         self._recorder = None
         if self._run is not None and record:
             topics = dict(RECORDED_TOPICS)
@@ -136,6 +199,22 @@ class MonitorNode(Node):
 
     def _on_spec(self, msg: RewardSpec):
         self._spec = msg
+        if self._run is None or str(msg.version) == self._spec_version:
+            return
+        self._spec_version = str(msg.version)
+        names = list(msg.param_names)
+
+        def column(values) -> list:
+            values = list(values)
+            return values if len(values) == len(names) else [None] * len(names)
+
+        self._run.write_params([
+            {'name': n, 'lower': lo, 'upper': up, 'scale': sc, 'initial': v}
+            for n, v, lo, up, sc in zip(names, column(msg.param_values), column(msg.param_lower),
+                                        column(msg.param_upper), column(msg.param_scale))])
+        # the first spec is the reward at step 0; later ones follow the last training episode
+        self._run.log('reward_spec', max(self._last_train_step, 0), version=msg.version,
+                      **{f'theta.{n}': f'{v:.6g}' for n, v in zip(names, msg.param_values)})
 
     def _on_episode(self, msg: Episode):
         with self._lock:
@@ -163,9 +242,12 @@ class MonitorNode(Node):
                 self._eval_rendered[msg.env_step] = done + 1
                 packed = np.asarray(msg.features, np.float32).reshape(msg.num_steps,
                                                                       msg.feature_dim)
-                self._videos.put((packed, f'eval-{msg.env_step}-{done}',
-                                  f'{msg.task} eval @ {msg.env_step} '
-                                  f'{"success" if msg.success else "fail"}'))
+                job = _VideoJob(packed, f'eval-{msg.env_step}-{done}',
+                                f'{msg.task} eval @ {msg.env_step}', bool(msg.success),
+                                cm.stamp_ns(msg.start_stamp), cm.stamp_ns(msg.end_stamp),
+                                time.monotonic() + FRAME_GRACE_S)
+                with self._videos_lock:
+                    self._videos.append(job)
                 self._plot_request.set()
         if self._episodes % self._plot_every == 0:
             self._plot_request.set()
@@ -187,22 +269,35 @@ class MonitorNode(Node):
 
     def _plot_loop(self):
         while not self._closing.is_set():
-            if self._plot_request.wait(timeout=0.5):
+            requested = self._plot_request.wait(timeout=0.5)
+            self._render_videos()
+            if requested:
                 self._plot_request.clear()
-                self._render_videos()
                 try:
                     plot_run(self._run)
                 except Exception as exc:  # noqa: BLE001 - a plot must never stop a run
                     self.get_logger().warning(f'plotting failed: {exc}')
 
-    def _render_videos(self):
-        while not self._videos.empty():
-            packed, name, label = self._videos.get()
+    def _render_videos(self, final: bool = False):
+        """Write the queued videos whose camera frames are in (or whose grace ran out): from
+        the camera with the facts overlaid, or the schematic when no frames came."""
+        with self._videos_lock:
+            ready = [j for j in self._videos
+                     if final or j.end_ns <= 0 or self._frames.newest_ns() >= j.end_ns
+                     or time.monotonic() >= j.deadline]
+            self._videos = [j for j in self._videos if j not in ready]
+        for job in ready:
+            path = self._run.path / 'videos' / f'{job.name}.mp4'
             try:
-                (self._run.path / 'videos').mkdir(exist_ok=True)
-                write_episode_video(packed, self._run.path / 'videos' / f'{name}.mp4', label)
+                path.parent.mkdir(exist_ok=True)
+                frames = self._frames.between(job.start_ns, job.end_ns) if job.end_ns > 0 else []
+                if len(frames) >= 2:
+                    write_camera_video(frames, job.packed, path, job.label, job.success)
+                else:
+                    outcome = 'success' if job.success else 'fail'
+                    write_episode_video(job.packed, path, f'{job.label} {outcome}')
             except Exception as exc:  # noqa: BLE001 - a video must never stop a run
-                self.get_logger().warning(f'video {name} failed: {exc}')
+                self.get_logger().warning(f'video {job.name} failed: {exc}')
 
     def _publish_markers(self):
         stamp = self.get_clock().now().to_msg()
@@ -258,7 +353,7 @@ class MonitorNode(Node):
         self._closing.set()
         self._plotter.join(timeout=10)
         if self._run is not None:
-            self._render_videos()
+            self._render_videos(final=True)
         if self._recorder is not None:
             self._recorder.close()
         if self._run is not None:

@@ -18,6 +18,10 @@ Parameters:
     command_timeout_s (double, 0.5): realtime: twist older than this -> arm holds.
     publish_camera (bool, false): publish camera/image_raw + camera/camera_info each step.
     image_size_px (int, 84): side of the square camera image.
+    video_width_px, video_height_px (int, 320, 240): frames of a second, viewer camera (a
+        three-quarter view of arm, table, block and goal) published on camera/video/image_raw
+        for every state of an episode whose ResetEpisode request sets render_video (evaluation
+        videos; ~30 ms a frame, so only those episodes pay for it); width 0 = none.
     seed (int, 0): seed of the first episode; resets with seed < 0 continue the sequence.
     ee_workspace_low_m / ee_workspace_high_m (double[3]): EE box, base frame, m.
     max_ee_speed_mps (double, 0.3): EE speed cap (norm).
@@ -44,6 +48,8 @@ Publishes:
     ee_wrench (geometry_msgs/WrenchStamped): fingertip contact force, base_link.
     object_pose (geometry_msgs/PoseStamped): block centre, base_link.
     camera/image_raw (sensor_msgs/Image, rgb8), camera/camera_info (only with publish_camera).
+    camera/video/image_raw (sensor_msgs/Image, rgb8): viewer-camera frames of filmed episodes,
+        stamped like the state they show and published just before it.
     clock (rosgraph_msgs/Clock): sim time.
     selfalign/goal_pose (geometry_msgs/PoseStamped, transient local): goal of the episode.
 
@@ -127,6 +133,9 @@ class PyBulletBridge(Node):
         if self.cfg.publish_camera:
             self._pub_image = self.create_publisher(Image, _rel(C.CAMERA_IMAGE), _RELIABLE)
             self._pub_info = self.create_publisher(CameraInfo, _rel(C.CAMERA_INFO), _RELIABLE)
+        self._film = False  # this episode's states are filmed on camera/video/image_raw
+        if self.cfg.video_width_px:
+            self._pub_video = self.create_publisher(Image, _rel(C.VIDEO_IMAGE), _RELIABLE)
         # Gripper first: when both commands are waiting, the executor takes them in creation
         # order, so a gripper command sent just before a twist is applied with that twist.
         self.command_subscriptions = [
@@ -172,6 +181,13 @@ class PyBulletBridge(Node):
             ('image_size_px', d.image_size_px, ParameterDescriptor(
                 type=integer, read_only=True, description='side of the square image, px',
                 integer_range=[IntegerRange(from_value=16, to_value=1024, step=1)])),
+            ('video_width_px', d.video_width_px, ParameterDescriptor(
+                type=integer, read_only=True, description='width of camera/video/image_raw '
+                'frames, px (rendered only for episodes reset with render_video); 0 = none',
+                integer_range=[IntegerRange(from_value=0, to_value=1920, step=1)])),
+            ('video_height_px', d.video_height_px, ParameterDescriptor(
+                type=integer, read_only=True, description='height of the video frames, px',
+                integer_range=[IntegerRange(from_value=48, to_value=1080, step=1)])),
             ('seed', d.seed, ParameterDescriptor(
                 type=integer, read_only=True,
                 description='seed of the first episode; resets with seed < 0 continue it')),
@@ -314,6 +330,7 @@ class PyBulletBridge(Node):
     def _on_reset(self, request: ResetEpisode.Request,
                   response: ResetEpisode.Response) -> ResetEpisode.Response:
         try:
+            self._film = bool(request.render_video) and bool(self.cfg.video_width_px)
             stepped = self._reset_episode(int(request.seed))
         except Exception as e:  # noqa: BLE001 - report the failure to the caller, keep running
             response.success = False
@@ -357,6 +374,9 @@ class PyBulletBridge(Node):
             self._pub_image.publish(M.image_msg(rgb, stamp, info['frame_id']))
             self._pub_info.publish(M.camera_info_msg(info['width'], info['height'], info['K'],
                                                      stamp, info['frame_id']))
+        if self._film:  # before the state: a client that has the state has its frame too
+            rgb = self._world.render_video(self.cfg.video_width_px, self.cfg.video_height_px)
+            self._pub_video.publish(M.image_msg(rgb, stamp, 'video_camera_optical_frame'))
         self._pub_joints.publish(joints)
         self._pub_ee.publish(ee)
         self._pub_wrench.publish(wrench)

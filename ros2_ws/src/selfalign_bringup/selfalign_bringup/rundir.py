@@ -5,7 +5,8 @@ Layout (DESIGN.md "Runs")::
     runs/20261121-193000-push/
       config.yaml          resolved configuration (every node's parameters), written once
       transcript.jsonl     every LLM prompt and reply (selfalign_llm), never the API key
-      metrics.csv          one row per event: kind = episode | eval | alignment
+      metrics.csv          one row per event: kind = episode | eval | alignment | reward_spec
+      reward_params.yaml   the reward parameters' ranges, scales and initial values (theta plot)
       plots/*.png          success vs env steps, theta over time, rank agreement
       checkpoint.pt        the policy's atomic checkpoint (selfalign_policy.trainer)
       recording.mcap       robot-contract and selfalign topics
@@ -67,6 +68,7 @@ class RunDir:
     checkpoint_path = property(lambda self: self.path / 'checkpoint.pt')
     plots_dir = property(lambda self: self.path / 'plots')
     recording_path = property(lambda self: self.path / 'recording.mcap')
+    params_path = property(lambda self: self.path / 'reward_params.yaml')
 
     def new_recording_path(self) -> Path:
         """Where this session records: ``recording.mcap``, or after a resume the next free
@@ -96,6 +98,35 @@ class RunDir:
                     if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
                         params[key] = new + value[len(old):]
         return config
+
+    def write_params(self, params: list[dict[str, Any]]) -> bool:
+        """Record reward parameters (dicts of name, lower, upper, scale, initial) in
+        reward_params.yaml. A name already recorded keeps its entry (its initial value is the
+        run's first); new names are appended. Returns True when the file changed."""
+        with self._lock:
+            table = self.read_params()
+            new = [p for p in params if str(p['name']) not in table]
+            if not new:
+                return False
+            entries = [{'name': n, **e} for n, e in table.items()]
+            for p in new:
+                entries.append({'name': str(p['name']),
+                                'lower': _opt_float(p.get('lower')),
+                                'upper': _opt_float(p.get('upper')),
+                                'scale': str(p.get('scale') or 'linear'),
+                                'initial': _opt_float(p.get('initial'))})
+            tmp = self.params_path.with_suffix('.yaml.tmp')
+            tmp.write_text(yaml.safe_dump({'params': entries}, sort_keys=False))
+            os.replace(tmp, self.params_path)
+            return True
+
+    def read_params(self) -> dict[str, dict[str, Any]]:
+        """name -> {lower, upper, scale, initial} from reward_params.yaml ({} when absent)."""
+        if not self.params_path.exists():
+            return {}
+        data = yaml.safe_load(self.params_path.read_text()) or {}
+        return {str(p['name']): {k: v for k, v in p.items() if k != 'name'}
+                for p in data.get('params') or []}
 
     def log(self, kind: str, env_step: int, **values: Any) -> None:
         """Append a metrics row; new column names extend the header (the file is rewritten)."""
@@ -143,6 +174,13 @@ class RunDir:
         return max(steps, default=0)
 
 
+def _opt_float(value: Any) -> float | None:
+    try:
+        return None if value in (None, '') else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _num(value: str | None) -> float:
     try:
         return float(value) if value not in (None, '') else math.nan
@@ -150,62 +188,220 @@ def _num(value: str | None) -> float:
         return math.nan
 
 
-def plot_run(run: RunDir, window: int = 20) -> list[Path]:
-    """Write learning-curve PNGs from metrics.csv; returns the files written."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+def _update_style(row: dict[str, str]) -> tuple[bool, bool]:
+    """(applied, failure analysis) of an 'alignment' row; 'kept'/'skipped' = θ not applied."""
+    status = row.get('status') or ''
+    applied = not status.startswith(('kept', 'skipped'))
+    return applied, _num(row.get('failure_analysis')) == 1
 
-    rows = run.read_metrics()
-    written = []
 
-    def save(fig, name):
-        path = run.plots_dir / name
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+def success_figure(rows: list[dict[str, str]], window: int = 20, title: str = ''):
+    """Smoothed training success and evaluation success rates (with each point's episode
+    count); None without episodes."""
+    from matplotlib.figure import Figure
 
     episodes = [r for r in rows if r['kind'] == 'episode']
     evals = [r for r in rows if r['kind'] == 'eval']
-    if episodes or evals:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        if episodes:
-            xs = [int(r['env_step']) for r in episodes]
-            ok = [_num(r.get('success')) for r in episodes]
-            smooth = [sum(ok[max(0, i - window + 1):i + 1]) / len(ok[max(0, i - window + 1):i + 1])
-                      for i in range(len(ok))]
-            ax.plot(xs, smooth, label=f'training episodes (mean of {window})')
-        if evals:  # one row per evaluation episode or round: average rows of one env_step
-            groups: dict[int, list[float]] = {}
-            for r in evals:
-                groups.setdefault(int(r['env_step']), []).append(_num(r.get('success_rate')))
-            xs = sorted(groups)
-            ax.plot(xs, [sum(groups[x]) / len(groups[x]) for x in xs], 'o-', label='evaluation')
-        ax.set(xlabel='environment steps', ylabel='success rate', ylim=(-0.05, 1.05),
-               title=f'{run.path.name}: task success')
-        ax.grid(alpha=0.3)
-        ax.legend(loc='best')
-        save(fig, 'success.png')
+    if not episodes and not evals:
+        return None
+    fig = Figure(figsize=(6.4, 3.8), layout='constrained')
+    ax = fig.subplots()
+    if episodes:
+        xs = [int(r['env_step']) for r in episodes]
+        ok = [_num(r.get('success')) for r in episodes]
+        smooth = [sum(ok[max(0, i - window + 1):i + 1]) / len(ok[max(0, i - window + 1):i + 1])
+                  for i in range(len(ok))]
+        ax.plot(xs, smooth, color='C0', lw=1.2, label=f'training episodes (mean of {window})')
+    if evals:  # one row per evaluation episode or per round: the rows of one env_step
+        groups: dict[int, list[float]] = {}
+        for r in evals:
+            value = _num(r.get('success_rate'))
+            value = _num(r.get('success')) if math.isnan(value) else value
+            if not math.isnan(value):
+                groups.setdefault(int(r['env_step']), []).append(value)
+        xs = sorted(groups)
+        means = [sum(groups[x]) / len(groups[x]) for x in xs]
+        counts = [len(groups[x]) for x in xs]
+        common = max(set(counts), key=counts.count) if counts else 0
+        each = f'{common} episode{"s" if common != 1 else ""} each' if len(set(counts)) <= 1 \
+            else f'{min(counts, default=0)}-{max(counts, default=0)} episodes'
+        ax.plot(xs, means, 'o-', color='C1', ms=5, label=f'evaluation ({each})')
+        for x, y, n in zip(xs, means, counts):
+            if len(xs) <= 20 or n != common:  # many rounds: the legend says the count
+                ax.annotate(f'n={n}', (x, y), textcoords='offset points', ha='center',
+                            xytext=(0, -12 if y > 0.9 else 7), fontsize=7, color='C1',
+                            bbox={'boxstyle': 'round,pad=0.1', 'fc': 'white', 'ec': 'none',
+                                  'alpha': 0.8})
+    ax.set(xlabel='environment steps', ylabel='success rate', ylim=(-0.05, 1.08),
+           title=f'{title}: task success' if title else 'task success')
+    ax.grid(alpha=0.3)
+    ax.legend(loc='upper left', fontsize='small')
+    return fig
+
+
+def theta_figure(rows: list[dict[str, str]], params: dict[str, dict[str, Any]] | None = None):
+    """One panel per reward parameter: θ in force over env steps from its initial value (step
+    0), each alignment update marked, the allowed range shaded (from ``params``, see
+    ``RunDir.read_params``); None without parameters."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        """Log-axis labels as plain numbers (0.6, 2, 20), not 6e-01 or 2 x 10^0."""
+
+        def __call__(self, x, pos=None):
+            return f'{x:g}' if super().__call__(x, pos) else ''
+
+    params = params or {}
+    updates = [r for r in rows if r['kind'] == 'alignment']
+    specs = [r for r in rows if r['kind'] == 'reward_spec']
+    seen = sorted({k[len('theta.'):] for r in updates + specs for k in r
+                   if k.startswith('theta.') and r[k]})
+    names = list(params) + [n for n in seen if n not in params]
+    if not names or not (updates or specs):
+        return None
+    end = max((int(r['env_step']) for r in rows if r.get('env_step')), default=0)
+    ncols = 1 if len(names) == 1 else 2 if len(names) <= 4 else 3
+    nrows = math.ceil(len(names) / ncols)
+    fig = Figure(figsize=(max(3.6 * ncols, 6.4), 2.4 * nrows + 0.9), layout='constrained')
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
+    for ax in axes[len(names):]:
+        fig.delaxes(ax)
+    shaded = False
+    for ax, name in zip(axes, names):
+        col = f'theta.{name}'
+        spec = params.get(name, {})
+        initial = _opt_float(spec.get('initial'))
+        points = sorted(((int(r['env_step']), _num(r.get(col))) for r in specs + updates
+                         if not math.isnan(_num(r.get(col)))), key=lambda p: p[0])
+        if initial is None and points and points[0][0] == 0 and specs:
+            initial = points[0][1]
+        if initial is not None:
+            points = [(0, initial)] + points
+        lower, upper = _opt_float(spec.get('lower')), _opt_float(spec.get('upper'))
+        values = [v for _, v in points]
+        log = spec.get('scale') == 'log' and all(v > 0 for v in values) \
+            and (lower is None or lower > 0)
+        if log:
+            ax.set_yscale('log')
+            ax.yaxis.set_major_formatter(Plain())
+            ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False))
+        if lower is not None and upper is not None:
+            ax.axhspan(lower, upper, color='C2', alpha=0.10, lw=0)
+            for bound in (lower, upper):
+                ax.axhline(bound, color='C2', lw=0.8, ls='--', alpha=0.7)
+            lo, hi = min([lower] + values), max([upper] + values)
+            if log:
+                pad = (hi / lo) ** 0.06
+                ax.set_ylim(lo / pad, hi * pad)
+            else:
+                pad = 0.06 * (hi - lo)
+                ax.set_ylim(lo - pad, hi + pad)
+            shaded = True
+        for r in updates:
+            applied, _ = _update_style(r)
+            ax.axvline(int(r['env_step']), color='C0' if applied else '0.6', lw=0.6, ls=':')
+        if points:
+            xs = [x for x, _ in points] + [max(end, points[-1][0])]
+            ax.step(xs, values + [values[-1]], where='post', color='C0', lw=1.4)
+        if initial is not None:
+            ax.plot([0], [initial], 's', color='k', ms=5, zorder=3)
+        for r in updates:
+            value = _num(r.get(col))
+            if math.isnan(value):
+                continue
+            applied, failure = _update_style(r)
+            ax.plot([int(r['env_step'])], [value], 'D' if failure else 'o', ms=6, zorder=4,
+                    color='C0' if applied else '0.5', mfc='C0' if applied else 'white')
+        final = values[-1] if values else math.nan
+        since = f'  (initial {initial:.3g})' if initial is not None else ''
+        ax.set_title(f'{name} = {final:.3g}{since}', fontsize=10)
+        ax.grid(alpha=0.3, which='major')
+        ax.tick_params(which='both', labelsize=8)
+    for ax in axes[max(0, len(names) - ncols):len(names)]:
+        ax.set_xlabel('environment steps', fontsize=9)
+        ax.xaxis.set_tick_params(labelbottom=True)  # also above an empty grid cell
+    handles = [Line2D([], [], color='C0', lw=1.4, label='θ in force')]
+    if any(_opt_float(params.get(n, {}).get('initial')) is not None for n in names) or specs:
+        handles.append(Line2D([], [], ls='', marker='s', color='k', ms=5, label='initial'))
+    styles = {_update_style(r) for r in updates}
+    for (applied, failure), label in (((True, False), 'update applied'),
+                                      ((False, False), 'update kept (not applied)'),
+                                      ((True, True), 'failure analysis, applied'),
+                                      ((False, True), 'failure analysis, kept')):
+        if (applied, failure) in styles:
+            handles.append(Line2D([], [], ls='', marker='D' if failure else 'o', ms=6,
+                                  color='C0' if applied else '0.5',
+                                  mfc='C0' if applied else 'white', label=label))
+    if shaded:
+        handles.append(Patch(color='C2', alpha=0.25, label='allowed range'))
+    fig.legend(handles=handles, loc='outside lower center', ncols=min(len(handles), 3),
+               fontsize='small', frameon=False)
+    fig.suptitle('reward parameters θ (title: final value)', fontsize=11)
+    return fig
+
+
+def agreement_figure(rows: list[dict[str, str]]):
+    """Per alignment update, agreement before -> after (an arrow): Kendall τ with the LLM
+    ranking and, when logged, held-out agreement; None without updates."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     updates = [r for r in rows if r['kind'] == 'alignment']
-    theta_cols = sorted({k for r in updates for k in r if k.startswith('theta.') and r[k]})
-    if updates and theta_cols:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        xs = [int(r['env_step']) for r in updates]
-        for col in theta_cols:
-            ax.plot(xs, [_num(r.get(col)) for r in updates], 'o-', label=col[len('theta.'):])
-        ax.set(xlabel='environment steps', ylabel='value', yscale='symlog',
-               title='reward parameters theta after each alignment update')
+    if not updates:
+        return None
+    panels = [('kendall_tau', 'Kendall τ with the LLM ranking')]
+    heldout = [_num(r.get(k)) for r in updates for k in ('heldout_before', 'heldout_after')]
+    if any(not math.isnan(v) and v != 0 for v in heldout):  # all 0: no held-out pairs yet
+        panels.append(('heldout', 'held-out agreement'))
+    fig = Figure(figsize=(6.4, 2.5 * len(panels) + 0.9), layout='constrained')
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False).ravel()
+    for ax, (key, label) in zip(axes, panels):
+        ax.axhline(0, color='0.5', lw=0.8)
+        for r in updates:
+            x = int(r['env_step'])
+            before, after = _num(r.get(f'{key}_before')), _num(r.get(f'{key}_after'))
+            applied, failure = _update_style(r)
+            color = 'C0' if applied else '0.5'
+            if not math.isnan(before):
+                ax.plot([x], [before], 'o', ms=6, mfc='white', mec='k', zorder=3)
+            if not math.isnan(after):
+                ax.plot([x], [after], 'D' if failure else 'o', ms=6, color=color, zorder=4)
+            if not (math.isnan(before) or math.isnan(after)) and abs(after - before) > 0.02:
+                ax.annotate('', xy=(x, after), xytext=(x, before), zorder=2,
+                            arrowprops={'arrowstyle': '-|>', 'color': color, 'lw': 1.3,
+                                        'shrinkA': 4, 'shrinkB': 4})
+        ax.set(ylabel=label.split(' with')[0], ylim=(-1.08, 1.08), title=label)
+        ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
-        ax.legend(loc='best', fontsize='small')
-        save(fig, 'theta.png')
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(xs, [_num(r.get('kendall_tau_before')) for r in updates], 'o-', label='before')
-        ax.plot(xs, [_num(r.get('kendall_tau_after')) for r in updates], 's-', label='after')
-        ax.set(xlabel='environment steps', ylabel='Kendall tau', ylim=(-1.05, 1.05),
-               title='agreement of the reward ranking with the LLM ranking')
-        ax.grid(alpha=0.3)
-        ax.legend(loc='best')
-        save(fig, 'agreement.png')
+    axes[-1].set_xlabel('environment steps')
+    handles = [Line2D([], [], ls='', marker='o', mfc='white', mec='k', label='before')]
+    styles = {_update_style(r) for r in updates}
+    for (applied, failure), text in (((True, False), 'after, applied'),
+                                     ((False, False), 'after, kept (not applied)'),
+                                     ((True, True), 'after, failure analysis'),
+                                     ((False, True), 'after, failure analysis kept')):
+        if (applied, failure) in styles:
+            handles.append(Line2D([], [], ls='', marker='D' if failure else 'o',
+                                  color='C0' if applied else '0.5', label=text))
+    fig.legend(handles=handles, loc='outside lower center', ncols=min(len(handles), 4),
+               fontsize='small', frameon=False)
+    fig.suptitle('alignment updates: agreement before → after', fontsize=11)
+    return fig
+
+
+def plot_run(run: RunDir, window: int = 20) -> list[Path]:
+    """Write success.png, theta.png and agreement.png from metrics.csv (and the parameter
+    ranges in reward_params.yaml); returns the files written."""
+    rows = run.read_metrics()
+    written = []
+    for name, fig in (('success.png', success_figure(rows, window, run.path.name)),
+                      ('theta.png', theta_figure(rows, run.read_params())),
+                      ('agreement.png', agreement_figure(rows))):
+        if fig is not None:
+            path = run.plots_dir / name
+            fig.savefig(path, dpi=100)
+            written.append(path)
     return written

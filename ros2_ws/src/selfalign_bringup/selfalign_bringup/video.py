@@ -1,8 +1,11 @@
-"""Short MP4 videos of episodes, drawn from their recorded features (opencv; no rclpy).
+"""Short MP4 videos of episodes (opencv; no rclpy).
 
-Works for any driver and any observation type because it needs only what every Episode carries:
-per-step end-effector, finger width, block and goal positions and contact force
-(``selfalign_reward.features``). Each frame shows a top view (x forward, y left) and a side
+``write_camera_video``: the driver's camera frames of the episode (the PyBullet bridge renders
+a viewer camera on camera/video/image_raw for filmed episodes), at least 320 px wide, with the
+episode's facts of each step overlaid (step, contact force, lift, block-goal distance, success).
+
+``write_episode_video``: the fallback for drivers without a camera, drawn from the recorded
+features alone (any driver, any observation type): a top view (x forward, y left) and a side
 view (x forward, z up) of the workspace: block (orange, red while touched), goal (green disc,
 5 cm success radius), end-effector trail (blue) and fingers (white, gap = finger width).
 """
@@ -24,6 +27,8 @@ Y_RANGE = (-0.35, 0.35)
 Z_RANGE = (-0.02, 0.45)
 PX_PER_M = 400
 FPS = 10
+#: Camera frames narrower than this are scaled up (a policy camera is often 84 px).
+MIN_VIDEO_WIDTH_PX = 320
 
 
 def _to_px(value: float, lo: float, flip: bool = False, span: float = 0.0) -> int:
@@ -66,18 +71,20 @@ def _draw_frame(f: dict[str, np.ndarray], t: int, label: str) -> np.ndarray:
         cv2.circle(top, top_pt(finger), 4, (240, 240, 240), -1)
     cv2.circle(side, side_pt(ee), 4, (240, 240, 240), -1)
     cv2.line(side, side_pt((X_RANGE[0], 0, 0)), side_pt((X_RANGE[1], 0, 0)), (150, 150, 150), 1)
-    text = (f'{label}  t={t + 1}  force {float(f["contact_force"][t]):.2f} N  '
-            f'lift {100 * float(f["block_lift"][t]):.1f} cm  '
-            f'goal {100 * float(f["block_goal_dist"][t]):.1f} cm')
+    text = f'{label}  {_facts(f, t)}'
     cv2.putText(frame, text, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
                 cv2.LINE_AA)
     return frame
 
 
-def write_episode_video(packed: np.ndarray, path: str | os.PathLike, label: str = '') -> Path:
-    """Render an episode's packed features (T, FEATURE_DIM) to an MP4 at ``path`` (10 fps)."""
-    f = F.unpack(np.asarray(packed, np.float32))
-    frames = [_draw_frame(f, t, label) for t in range(len(packed))]
+def _facts(f: dict[str, np.ndarray], t: int) -> str:
+    return (f't={t + 1}  force {float(f["contact_force"][t]):.2f} N  '
+            f'lift {100 * float(f["block_lift"][t]):.1f} cm  '
+            f'goal {100 * float(f["block_goal_dist"][t]):.1f} cm')
+
+
+def _write_mp4(frames: list[np.ndarray], path: str | os.PathLike) -> Path:
+    """BGR frames (H, W, 3) uint8 -> MP4 at ``path`` (10 fps), written to a temp file first."""
     if not frames:
         raise ValueError('an episode with no steps cannot be rendered')
     path = Path(path)
@@ -91,3 +98,48 @@ def write_episode_video(packed: np.ndarray, path: str | os.PathLike, label: str 
     writer.release()
     os.replace(tmp, path)
     return path
+
+
+def write_episode_video(packed: np.ndarray, path: str | os.PathLike, label: str = '') -> Path:
+    """Render an episode's packed features (T, FEATURE_DIM) to an MP4 at ``path`` (10 fps)."""
+    f = F.unpack(np.asarray(packed, np.float32))
+    return _write_mp4([_draw_frame(f, t, label) for t in range(len(packed))], path)
+
+
+def overlay_facts(rgb: np.ndarray, f: dict[str, np.ndarray], t: int, label: str,
+                  success: bool | None = None) -> np.ndarray:
+    """A BGR copy of camera frame ``rgb`` (H, W, 3) scaled to >= MIN_VIDEO_WIDTH_PX wide, with
+    ``label`` and step t's facts on a dark band at the top (and the outcome once it is known)."""
+    img = np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :, ::-1])
+    h, w = img.shape[:2]
+    if w < MIN_VIDEO_WIDTH_PX:
+        k = -(-MIN_VIDEO_WIDTH_PX // w)
+        img = cv2.resize(img, (w * k, h * k), interpolation=cv2.INTER_NEAREST)
+        h, w = img.shape[:2]
+    scale = max(0.35, w / 900)
+    line = int(round(22 * scale / 0.35 * 0.8))
+    band = img[:2 * line + 6]
+    band[:] = (band * 0.35).astype(np.uint8)
+    outcome = '' if success is None else ('  SUCCESS' if success else '  fail')
+    for i, text in enumerate((f'{label}{outcome}', _facts(f, t))):
+        cv2.putText(img, text, (5, line * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def write_camera_video(frames: list[np.ndarray] | np.ndarray, packed: np.ndarray,
+                       path: str | os.PathLike, label: str = '',
+                       success: bool | None = None) -> Path:
+    """An MP4 of an episode's camera frames (RGB (H, W, 3) uint8, in time order) with the facts
+    of the matching step of ``packed`` (T, FEATURE_DIM) overlaid; frame i shows step
+    round(i * T / N) when the driver sent N != T frames (a real-time camera). ``success``
+    (the episode's outcome) is shown on the last frame."""
+    f = F.unpack(np.asarray(packed, np.float32))
+    n, steps = len(frames), len(packed)
+    if not n or not steps:
+        raise ValueError('an episode with no steps or no frames cannot be rendered')
+    out = []
+    for i, rgb in enumerate(frames):
+        t = i if n == steps else min(steps - 1, int(round(i * steps / n)))
+        out.append(overlay_facts(rgb, f, t, label, success if i == n - 1 else None))
+    return _write_mp4(out, path)

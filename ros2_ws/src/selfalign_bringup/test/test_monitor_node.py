@@ -1,4 +1,4 @@
-"""monitor_node as a real process: episodes and alignment reports become metrics, plots, MCAP."""
+"""monitor_node as a real process: spec, episodes, reports become metrics, plots, MCAP."""
 
 import time
 
@@ -28,10 +28,13 @@ def test_monitor_writes_metrics_plots_and_recording(tmp_path):
         ep_pub = probe.node.create_publisher(Episode, '/selfalign/episode', 10)
         rep_pub = probe.node.create_publisher(AlignmentReport, '/selfalign/alignment_report', 10)
         spec_pub.publish(RewardSpec(task='push', param_names=['w_push'], param_values=[2.0],
-                                    version=1, source='template:push'))
+                                    param_lower=[0.1], param_upper=[100.0],
+                                    param_scale=['log'], version=1, source='template:push'))
         # two subscribers per topic: the metrics callback and the raw recorder
         probe.wait_until(lambda: ep_pub.get_subscription_count() >= 2
                          and rep_pub.get_subscription_count() >= 2, 20, 'monitor subscriptions')
+        probe.wait_until(lambda: [r['kind'] for r in run.read_metrics()] == ['reward_spec'], 20,
+                         'the reward_spec row (before any episode: step 0)')
         for i in range(4):
             ep_pub.publish(Episode(task='push', episode_index=i, env_step=100 * (i + 1),
                                    success=i >= 2, rewards=[0.5, 0.5], evaluation=i == 3,
@@ -41,14 +44,18 @@ def test_monitor_writes_metrics_plots_and_recording(tmp_path):
                                         param_names=['w_push'], theta_before=[2.0],
                                         theta_after=[12.5], kendall_tau_before=0.1,
                                         kendall_tau_after=0.9))
-        probe.wait_until(lambda: len(run.read_metrics()) >= 5, 20, 'five metric rows')
+        probe.wait_until(lambda: len(run.read_metrics()) >= 6, 20, 'six metric rows')
         probe.wait_until(lambda: any('w_push=2' in m.text for a in probe.messages(
             '/selfalign/markers') for m in a.markers), 20, 'status text with theta')
         time.sleep(0.2)
         assert markers, proc.output()
     rows = run.read_metrics()
     kinds = sorted(r['kind'] for r in rows)  # no ordering across topics
-    assert kinds == ['alignment', 'episode', 'episode', 'episode', 'eval']
+    assert kinds == ['alignment', 'episode', 'episode', 'episode', 'eval', 'reward_spec']
+    spec = next(r for r in rows if r['kind'] == 'reward_spec')  # θ at step 0, for the plot
+    assert (spec['env_step'], spec['version'], spec['theta.w_push']) == ('0', '1', '2')
+    assert run.read_params() == {'w_push': {'lower': 0.1, 'upper': 100.0, 'scale': 'log',
+                                            'initial': 2.0}}
     alignment = next(r for r in rows if r['kind'] == 'alignment')
     assert alignment['theta.w_push'] == '12.5'
     assert [r['success'] for r in rows if r['kind'] == 'episode'] == ['0', '0', '1']

@@ -18,6 +18,7 @@ EE_WRENCH = '/ee_wrench'
 OBJECT_POSE = '/object_pose'
 CAMERA_IMAGE = '/camera/image_raw'
 CAMERA_INFO = '/camera/camera_info'
+VIDEO_IMAGE = '/camera/video/image_raw'  # optional: frames for evaluation videos (any size)
 TWIST_CMD = '/servo_node/delta_twist_cmds'
 GRIPPER_CMD = '/gripper_controller/commands'
 RESET_EPISODE = '/selfalign/reset_episode'

@@ -25,6 +25,9 @@ Parameters:
     state_timeout_s (double, 2.0): a robot silent this long mid-episode aborts the episode (it
         stopped or restarted); training resumes with a reset once a driver serves again.
     stats_every_updates (int, 100): publish update metrics every this many updates.
+    videos_per_eval (int, 1): the first this many evaluation episodes of each round
+        are reset with ResetEpisode.render_video (the driver films them for monitor_node's
+        evaluation videos); 0 = none.
     deploy (bool, false): inference only — load ``checkpoint``, act deterministically (the
         actor mean: no exploration, no training) on a steady timer at control_rate_hz from the
         latest observations, every command through ``safety.SafetyLayer`` (e-stop latch,
@@ -158,7 +161,8 @@ class PolicyNode(Node):
         self.env = RobotContractEnv(
             self, self.sync, p['task'], obs_mode=p['obs'], state_timeout_s=p['state_timeout_s'],
             warn=lambda s: self.get_logger().warning(s, throttle_duration_sec=5.0),
-            should_stop=self._stop.is_set)
+            should_stop=self._stop.is_set,
+            videos_per_eval=p['videos_per_eval'])
         self.get_logger().info(f'policy_node: {json.dumps(p)}; config {self.cfg.to_dict()}')
         self._worker = threading.Thread(target=self._train, name='drqv2', daemon=True)
         if p['deploy']:
@@ -204,6 +208,9 @@ class PolicyNode(Node):
                                            'silent this long mid-episode, s', 0.05, 600.0)),
             ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
                                                10**6, True)),
+            ('videos_per_eval', 1, _desc('evaluation episodes per round the driver is '
+                                                 'asked to film (render_video)', 0, 1000,
+                                                 True)),
             ('deploy', False, _desc('inference only: load checkpoint, deterministic actions, '
                                     'no training, safety layer on, e-stop and watchdog')),
             ('checkpoint', '', _desc("deploy: checkpoint file ('' = <run_dir>/checkpoint.pt)")),
@@ -255,11 +262,13 @@ class PolicyNode(Node):
         stamp = self.get_clock().now().nanoseconds
         self._pub_twist.publish(cm.twist_msg(velocity_mps, stamp))
 
-    def reset(self, seed: int, timeout_s: float) -> ResetEpisode.Response | None:
+    def reset(self, seed: int, timeout_s: float,
+              render_video: bool = False) -> ResetEpisode.Response | None:
         if not self._reset_client.wait_for_service(timeout_sec=min(timeout_s, 1.0)):
             return None
         done = threading.Event()
-        future = self._reset_client.call_async(ResetEpisode.Request(seed=int(seed)))
+        future = self._reset_client.call_async(
+            ResetEpisode.Request(seed=int(seed), render_video=bool(render_video)))
         future.add_done_callback(lambda _: done.set())
         if not done.wait(timeout_s):
             future.cancel()
@@ -295,6 +304,8 @@ class PolicyNode(Node):
     def _publish_episode(self, data: EpisodeData) -> None:
         msg = episode_to_msg(EpisodeRecord(**data.record_fields()))
         msg.header.stamp = self.get_clock().now().to_msg()
+        msg.start_stamp = cm.ns_to_stamp(int(data.extra.get('start_stamp_ns', 0)))
+        msg.end_stamp = cm.ns_to_stamp(int(data.extra.get('end_stamp_ns', 0)))
         self._pub_episode.publish(msg)
         self._publish_stats({'kind': 'episode', 'episode_index': data.episode_index,
                              'env_step': data.env_step, 'return': data.extra['return'],

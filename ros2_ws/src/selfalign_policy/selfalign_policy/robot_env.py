@@ -50,8 +50,9 @@ class Transport(Protocol):
     def send_command(self, velocity_mps: np.ndarray, finger_width_m: float) -> None:
         """Publish the gripper command, then the twist (the lockstep trigger)."""
 
-    def reset(self, seed: int, timeout_s: float) -> Any | None:
-        """Call ResetEpisode; the response, or None on timeout / no service."""
+    def reset(self, seed: int, timeout_s: float, render_video: bool = False) -> Any | None:
+        """Call ResetEpisode (render_video: film the episode); the response, or None on
+        timeout / no service."""
 
 
 class StateSync:
@@ -108,13 +109,20 @@ class RobotContractEnv:
         warn: logger for the throttled warnings.
         should_stop: polled while waiting; True raises EnvStoppedError.
         action_scale: contract.ActionScale (default: the contract's).
+        videos_per_eval: the first this many evaluation episodes of each evaluation
+            round ask the driver to film them (ResetEpisode.render_video; the trainer passes
+            ``options={'evaluation': True, 'eval_index': j}`` to reset).
+
+    Each step's info carries ``stamp_ns``, the driver-clock stamp of the state it returns (the
+    reset's info: of the reset state), so camera frames can be matched to an episode.
     """
 
     def __init__(self, transport: Transport, sync: StateSync, task: str,
                  obs_mode: str = 'state', image_size_px: int = 84,
                  action_scale: ActionScale | None = None, state_timeout_s: float = 2.0,
                  reset_timeout_s: float = 5.0, warn: Callable[[str], None] = print,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+                 should_stop: Callable[[], bool] = lambda: False,
+                 videos_per_eval: int = 0) -> None:
         if obs_mode not in ('state', 'pixels'):
             raise ValueError(f"obs_mode={obs_mode!r}: choose 'state' or 'pixels'")
         self.transport = transport
@@ -126,6 +134,7 @@ class RobotContractEnv:
         self.reset_timeout_s = reset_timeout_s
         self.warn = warn
         self.should_stop = should_stop
+        self.videos_per_eval = int(videos_per_eval)
         self.builder = ObservationBuilder()
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         if obs_mode == 'state':
@@ -169,10 +178,13 @@ class RobotContractEnv:
     def reset(self, *, seed: int | None = None, options: dict | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         seed = -1 if seed is None else int(seed)
+        opts = options or {}
+        film = (bool(opts.get('evaluation'))
+                and int(opts.get('eval_index', 0)) < self.videos_per_eval)
         while True:
             if self.should_stop():
                 raise EnvStoppedError('shutdown while resetting')
-            reply = self.transport.reset(seed, self.reset_timeout_s)
+            reply = self.transport.reset(seed, self.reset_timeout_s, render_video=film)
             if reply is not None and reply.success:
                 break
             why = 'no reply' if reply is None else reply.message
@@ -190,7 +202,7 @@ class RobotContractEnv:
         self._t = 0
         self._feats = []
         info = {'features': out.packed, 'block_rest_z': self.builder.block_rest_z,
-                'seed': int(reply.seed)}
+                'seed': int(reply.seed), 'stamp_ns': self._last_ns}
         return self._obs(out.observation, msgs), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -206,7 +218,8 @@ class RobotContractEnv:
         success = bool(tasks.step_condition(self.task.name, out.features)[0])
         truncated = self._t >= self.task.episode_steps
         info: dict[str, Any] = {'features': out.packed, 'action': action, 'success': success,
-                                'block_rest_z': self.builder.block_rest_z}
+                                'block_rest_z': self.builder.block_rest_z,
+                                'stamp_ns': self._last_ns}
         if truncated:
             ep = np.stack(self._feats)
             info['episode_features'] = ep

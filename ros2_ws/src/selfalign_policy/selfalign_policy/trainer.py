@@ -1,10 +1,13 @@
 """The DrQ-v2 training loop over any gymnasium-style env (pure: no rclpy, no simulator import).
 
 The env is passed in: the sim's gym envs (``selfalign_bringup.sim``), or the policy node's
-robot-contract env. Contract the loop relies on: ``reset(seed=...) -> (obs, info)``;
+robot-contract env. Contract the loop relies on: ``reset(seed=..., options=...) -> (obs, info)``
+(options ``{'evaluation': bool, 'eval_index': int}``, which an env may ignore);
 ``step(action (A,) in [-1, 1]) -> (obs, reward, terminated, truncated, info)`` with
 ``info['features']`` the packed reward-input features of the step (FEATURE_DIM,), optionally
-``info['success']`` (per-step task condition), ``info['is_success']``, ``info['block_rest_z']``.
+``info['success']`` (per-step task condition), ``info['is_success']``, ``info['block_rest_z']``,
+``info['stamp_ns']`` (the driver-clock stamp of the state: the episode's extra then carries
+``start_stamp_ns`` / ``end_stamp_ns``).
 The env's own reward is ignored: rewards come from ``reward_fn(packed (K, FEATURE_DIM)) -> (K,)``
 at replay-sample time, so ``set_reward_fn`` re-scores everything stored.
 Pixel envs return one frame (C, H, W); the loop stacks ``replay.frame_stack`` of them.
@@ -159,7 +162,9 @@ class Trainer:
 
     def _play_episode(self, evaluation: bool, eval_index: int) -> EpisodeData:
         seed = self._episode_seed(evaluation, eval_index)
-        obs, info = self.env.reset(seed=seed)
+        obs, info = self.env.reset(seed=seed, options={'evaluation': evaluation,
+                                                       'eval_index': eval_index})
+        start_stamp_ns = info.get('stamp_ns')
         frames: deque[np.ndarray] = deque([obs], maxlen=self.replay.frame_stack)
         if not evaluation:
             self.replay.add_first(obs)
@@ -195,6 +200,9 @@ class Trainer:
             reward_version=self.reward_version, evaluation=evaluation,
             extra={'return': float(rewards.sum()), 'wall_s': time.perf_counter() - start,
                    'terminated': bool(terminated)})
+        if start_stamp_ns is not None and 'stamp_ns' in info:  # a driver's clock (ROS route)
+            data.extra.update(start_stamp_ns=int(start_stamp_ns),
+                              end_stamp_ns=int(info['stamp_ns']))
         if not evaluation:
             self.episode_index += 1
         if self.callbacks.on_episode_end is not None:

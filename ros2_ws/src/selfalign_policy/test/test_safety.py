@@ -116,7 +116,7 @@ class _StateEnv:
         self._F = F
         self._t = 0
 
-    def reset(self, seed=None):
+    def reset(self, seed=None, options=None):
         self._t = 0
         return self._rng.normal(size=self._F.OBS_DIM).astype(np.float32), {}
 

@@ -47,6 +47,11 @@ _ARM_FORCES_N = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)
 TABLE_HALF_M = (0.65, 0.6, 0.025)
 TABLE_CENTRE_M = (0.45, 0.0, -0.025)
 TABLE_RGB = (0.55, 0.42, 0.3)
+#: The viewer camera of evaluation videos (render_video): a three-quarter view from the front
+#: right that frames the arm, the table top, the block and the goal, base frame, m.
+VIDEO_EYE_M = (1.35, -0.85, 0.85)
+VIDEO_TARGET_M = (0.36, 0.0, 0.2)
+VIDEO_FOV_DEG = 42.0
 _RAW_NAMES = tuple(n for n in features.RAW_NAMES if n != 'action')
 
 
@@ -374,6 +379,33 @@ class PandaWorld:
             background = np.asarray(depth, dtype=np.float32).reshape(size, size) >= 1.0 - 1e-6
             rgb[background & self._table_mask(size)] = self._table_color()
         return rgb
+
+    def render_video(self, width_px: int = 320, height_px: int = 240) -> np.ndarray:
+        """A frame of the viewer camera (VIDEO_EYE_M), uint8 (height_px, width_px, 3).
+
+        For people, not policies: the table is drawn and shadows are cast (~30 ms for 320 x 240
+        on one CPU core with TinyRenderer), so it is rendered only for episodes being filmed.
+        """
+        self._check_open()
+        w, h, c = int(width_px), int(height_px), self._cid
+        view = p.computeViewMatrix(VIDEO_EYE_M, VIDEO_TARGET_M, (0, 0, 1), physicsClientId=c)
+        proj = p.computeProjectionMatrixFOV(VIDEO_FOV_DEG, w / h, camera.NEAR_M, camera.FAR_M,
+                                            physicsClientId=c)
+        hidden = self.cfg.fast_table_render  # the fast path keeps the table's visual transparent
+        if hidden:
+            p.changeVisualShape(self.table_id, -1, rgbaColor=(*TABLE_RGB, 1.0), physicsClientId=c)
+        try:
+            _, _, rgba, _, _ = p.getCameraImage(
+                # No lightDirection: TinyRenderer keeps it for later calls, which would change
+                # the policy camera's images (render_rgb) after a filmed episode.
+                w, h, view, proj, shadow=1,
+                renderer=p.ER_TINY_RENDERER, flags=p.ER_NO_SEGMENTATION_MASK,
+                physicsClientId=c)
+        finally:
+            if hidden:
+                p.changeVisualShape(self.table_id, -1, rgbaColor=(*TABLE_RGB, 0.0),
+                                    physicsClientId=c)
+        return np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
 
     def _table_mask(self, size: int) -> np.ndarray:
         """(size, size) bool: pixels whose camera ray hits the table top (cached per size)."""
