@@ -16,16 +16,18 @@ fi
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
 
 stamp="$venv/.selfalign-requirements.sha256"
-want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+# requirements.txt names what we need; constraints.txt pins the exact versions the suite passed
+# with (refresh: scripts/freeze_constraints.sh). A change to either re-installs.
+want="$(cat requirements.txt constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing requirements.txt into $venv (a few minutes the first time)"
+  echo "[setup] installing requirements.txt (versions from constraints.txt) into $venv (a few minutes the first time)"
   # (drop only the "Location ... is ignored" noise some pip configs print for every package)
   quiet_pip() {
     "$venv/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
     return "${PIPESTATUS[0]}"
   }
-  quiet_pip install --quiet --disable-pip-version-check --upgrade pip
-  quiet_pip install --quiet --disable-pip-version-check -r requirements.txt
+  quiet_pip install --quiet --disable-pip-version-check -c constraints.txt --upgrade pip
+  quiet_pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt
   echo "$want" > "$stamp"
 else
   echo "[setup] requirements unchanged"
