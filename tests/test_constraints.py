@@ -1,4 +1,4 @@
-"""constraints.txt pins every package the set-up installs, and this environment was built with it."""
+"""constraints.txt pins every package the set-up installs; this environment was built with it."""
 
 from importlib import metadata
 from pathlib import Path

@@ -99,7 +99,7 @@ from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, EpisodeData, Tr
 from selfalign_reward import features as F
 from selfalign_reward import tasks
 from selfalign_reward.episode import EpisodeRecord
-from selfalign_reward.evaluate import RewardFunction
+from selfalign_reward.evaluate import RewardFunction, RewardRuntimeError
 from selfalign_reward.msgs import episode_to_msg, spec_from_msg
 
 POLICY_STATS = '/selfalign/policy_stats'
@@ -132,6 +132,9 @@ class PolicyNode(Node):
         self._spec_ready = threading.Event()
         self._reward_lock = threading.Lock()
         self._reward_fn: Any = None
+        #: rewards adopted so far, newest last: (fn, version, source); a reward that fails on
+        #: real data is dropped and the one before it is back in force
+        self._adopted: list[tuple[Any, int, str]] = []
         self._reward_version = 0
         self.sync = StateSync(('joint_states', 'ee_pose', 'object_pose')
                               + (('image',) if p['obs'] == 'pixels' else ()))
@@ -277,14 +280,56 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ reward spec
     def _set_reward(self, fn: Any, version: int, source: str) -> None:
+        """Put a reward in force. LLM code is metered (selfalign_reward.meter), so an
+        evaluation that would exceed its bounds raises RewardRuntimeError instead of hanging
+        or exhausting memory; such a reward is dropped and the previous one comes back
+        (``_reward_failed``), and training goes on."""
+        guarded = self._guarded(fn, version)
         with self._reward_lock:
-            self._reward_fn = fn
+            previous = (self._reward_fn, self._reward_version)
+            self._reward_fn = guarded
             self._reward_version = version
+            self._adopted = [*self._adopted[-3:], (guarded, version, source)]
         trainer = getattr(self, 'trainer', None)
         if trainer is not None:
-            trainer.set_reward_fn(fn, version)
+            trainer.set_reward_fn(guarded, version)
+            with self._reward_lock:
+                current = self._reward_version
+            if current != version:  # it failed on the replay's own rows: the previous is back
+                trainer.reward_version = current
+                return
         self._spec_ready.set()
-        self.get_logger().info(f'reward version {version} from {source} in force')
+        self.get_logger().info(f'reward version {version} from {source} in force'
+                               + (f' (was {previous[1]})' if previous[0] is not None else ''))
+
+    def _guarded(self, fn: Any, version: int) -> Any:
+        def reward(packed: np.ndarray) -> np.ndarray:
+            try:
+                return fn(packed)
+            except RewardRuntimeError as exc:
+                fallback = self._reward_failed(version, exc)
+                if fallback is None:
+                    return np.zeros(len(packed), np.float32)
+                return fallback(packed)
+        return reward
+
+    def _reward_failed(self, version: int, exc: Exception) -> Any:
+        """Drop reward ``version`` after it failed on real data; the previous one (or None)."""
+        with self._reward_lock:
+            self._adopted = [a for a in self._adopted if a[1] != version]
+            if self._reward_version != version:
+                return self._reward_fn  # already replaced
+            back = self._adopted[-1] if self._adopted else None
+            self._reward_fn, self._reward_version = (back[0], back[1]) if back else (None, 0)
+        what = (f'back to reward version {back[1]} ({back[2]})' if back else
+                'no earlier reward to go back to: zero reward until a new spec arrives')
+        self.get_logger().error(f'reward version {version} failed on real data ({exc}); {what}')
+        trainer = getattr(self, 'trainer', None)
+        if back is not None and trainer is not None:
+            trainer.set_reward_fn(back[0], back[1])
+        elif trainer is not None:
+            trainer.reward_version = 0
+        return back[0] if back else None
 
     def _on_spec(self, msg: RewardSpec) -> None:
         if self._p['reward_source'] != 'spec':

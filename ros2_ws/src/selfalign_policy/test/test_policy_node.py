@@ -150,3 +150,48 @@ def test_repeated_sigint_and_sigterm_still_finish_the_checkpoint(tmp_path):
     assert not (tmp_path / 'checkpoint.pt.tmp').exists(), out[-3000:]
     state = load_checkpoint(tmp_path / 'checkpoint.pt', restore_rng=False)
     assert state['counters']['env_step'] == 0
+
+
+def test_a_reward_that_breaks_its_bounds_on_real_data_is_dropped_and_training_goes_on(tmp_path):
+    """Reward code is metered in the node's process: a spec whose θ takes an expensive branch
+    (here: 100 full-size array doublings, over the evaluation budget) raises instead of running
+    away; the node goes back to the previous reward and keeps training."""
+    from selfalign_reward.template import parse_template
+
+    good = load_reference_template('touch')
+    header = good.code.split('def reward')[0]
+    bad = parse_template(header + "def reward(f, p):\n    a = f['ee_pos'] + 0.0\n"
+                         "    if p['w_reach'] > 5.0:\n" + '        a = a + a\n' * 100
+                         + '    total = np.sum(a, axis=-1)\n    return total, {}\n')
+    bad_theta = {**bad.initial_theta(), 'w_reach': 6.0}
+    bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={'mode': 'lockstep'})
+    policy = NodeProcess('selfalign_policy', 'policy_node',
+                         params={**PARAMS, 'total_env_steps': 600, 'run_dir': str(tmp_path)})
+    with TestNode('fallback_probe') as probe:
+        pub = probe.node.create_publisher(RewardSpec, '/selfalign/reward_spec', LATCHED)
+        pub.publish(spec_to_msg(good, good.initial_theta(), version=7, source='good',
+                                task='touch'))
+        probe.record(Episode, '/selfalign/episode', 50)
+        probe.record(String, '/selfalign/policy_stats', 100)
+        try:
+            bridge.start()
+            policy.start()
+            probe.wait_until(lambda: len(probe.messages('/selfalign/episode')) >= 2, 60,
+                             'two episodes on the good reward')
+            pub.publish(spec_to_msg(bad, bad_theta, version=8, source='bad', task='touch'))
+            probe.wait_until(lambda: 'reward version 8 failed on real data' in policy.output(),
+                             30, 'the failure of the bad reward')
+            probe.wait_until(
+                lambda: any(json.loads(m.data).get('kind') == 'done'
+                            for m in probe.messages('/selfalign/policy_stats')),
+                90, 'training done')
+        except TimeoutError as exc:
+            raise _fail(str(exc), bridge, policy) from None
+        finally:
+            policy.stop()
+            bridge.stop()
+    out = policy.output()
+    assert 'array elements in one evaluation' in out and 'back to reward version 7' in out
+    versions = [m.reward_version for m in probe.messages('/selfalign/episode')]
+    assert versions[-1] == 7, versions  # the last episodes trained on the previous reward
+    assert 'Traceback' not in out

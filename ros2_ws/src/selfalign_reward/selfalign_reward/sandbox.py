@@ -1,9 +1,13 @@
 """Sandbox for LLM-written reward code: restricted globals, output checks, subprocess trial run.
 
-Two layers of defence (DESIGN.md "LLM-written code"):
+Three layers of defence (DESIGN.md "LLM-written code"):
 
 1. ``template.parse_template`` rejects anything outside the AST allow-list before any code runs.
-2. ``trial_run`` executes the parsed template once in a child Python process
+2. ``compile_reward`` compiles the code rewritten by ``selfalign_reward.meter``: every operation
+   is size-checked before it runs, so every evaluation -- the trial's and each later one in a
+   node's process, at any θ and on any data -- is bounded in time and memory, and inputs are
+   read-only views (``readonly_features``).
+3. ``trial_run`` executes the parsed template once in a child Python process
    (``python -m selfalign_reward.sandbox``) under ``resource.setrlimit`` CPU-time and
    address-space limits and a wall-clock timeout, on ``sample_features`` (plausible random data),
    and checks the outputs (``check_output``). Only then may ``compile_reward`` load it in the
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from selfalign_reward import features as F
+from selfalign_reward.meter import METER, metered_source_tree, MeteredReward, RewardBoundError
 from selfalign_reward.template import (
     ALLOWED_NUMPY,
     ALLOWED_NUMPY_CONSTANTS,
@@ -34,6 +39,8 @@ from selfalign_reward.template import (
 )
 
 RewardCallable = Callable[[dict, dict], Any]
+#: Random θ inside the ranges the trial run evaluates, besides init, all-lower and all-upper.
+TRIAL_RANDOM_THETAS = 8
 
 
 def numpy_namespace() -> types.SimpleNamespace:
@@ -78,13 +85,15 @@ def compile_reward(template: RewardTemplate) -> RewardCallable:
     Call only on templates that passed ``parse_template`` (and, before first use on real data,
     ``validate_template``).
     """
-    code = compile(template.code, f'<reward {template.sha256[:12]}>', 'exec')
+    code = compile(metered_source_tree(template.code), f'<reward {template.sha256[:12]}>',
+                   'exec')
     scope = restricted_globals()
-    exec(code, scope)  # noqa: S102 - source passed the AST allow-list
+    scope['_m'] = METER  # template names cannot start with _: only the rewrite reaches it
+    exec(code, scope)  # noqa: S102 - source passed the AST allow-list; operations metered
     fn = scope.get('reward')
     if not callable(fn):
         raise TemplateError(None, 'def reward(f, p) is missing', 'define def reward(f, p)')
-    return fn
+    return MeteredReward(fn)
 
 
 def sample_features(batch: int = 64, seed: int = 0) -> np.ndarray:
@@ -166,7 +175,8 @@ def _as_batch(value: Any, batch: int, what: str, at: str) -> np.ndarray:
 
 
 def _trial_in_child(code: str, batch: int) -> None:
-    """Parse + run ``code`` on sample data at init/lower/upper theta; raise TemplateError."""
+    """Parse + run ``code`` on sample data at init/lower/upper theta and at random θ inside the
+    ranges (branches that fire only there run too); raise TemplateError."""
     from selfalign_reward.template import parse_template
 
     template = parse_template(code)
@@ -177,6 +187,12 @@ def _trial_in_child(code: str, batch: int) -> None:
                                                           for s in template.params},
               'with every parameter at its upper bound': {s.name: s.upper
                                                           for s in template.params}}
+    rng = np.random.default_rng(0)
+    for k in range(TRIAL_RANDOM_THETAS):
+        thetas[f'at random parameters inside their ranges (draw {k + 1})'] = {
+            s.name: float(np.exp(rng.uniform(np.log(s.lower), np.log(s.upper)))
+                          if s.scale == 'log' else rng.uniform(s.lower, s.upper))
+            for s in template.params}
     for where, theta in thetas.items():
         f = readonly_features(feats)
         with np.errstate(all='ignore'):
@@ -187,10 +203,16 @@ def _trial_in_child(code: str, batch: int) -> None:
                                     'do not build large arrays or strings') from None
             except TemplateError:
                 raise
+            except RewardBoundError as exc:
+                raise TemplateError(_exc_line(exc), f'{exc} {where}',
+                                    'keep every array (B,) or (B, 3) and the reward a few '
+                                    'numpy expressions') from None
             except Exception as exc:  # noqa: BLE001 - any failure of LLM code is reported
                 line = _exc_line(exc)
-                fix = ('do not modify the features in place (no +=, no out=f[...]): compute new '
-                       'arrays, e.g. x = f[...] + 1.0' if 'read-only' in str(exc) else
+                fix = ('do not modify the features in place: compute new arrays, e.g. '
+                       'x = f[...] + 1.0' if 'read-only' in str(exc) else
+                       'use only numbers, numpy arrays and the keyword arguments named'
+                       if 'not allowed in a reward' in str(exc) else
                        'check shapes ((B,) scalars, (B, 3) vectors) and that every variable is '
                        'defined on all branches')
                 raise TemplateError(line, f'reward() raised {type(exc).__name__}: {exc} {where}',
@@ -230,7 +252,7 @@ def _child_main() -> None:
     sys.stdout.flush()
 
 
-def trial_run(template: RewardTemplate, *, batch: int = 64, cpu_time_s: float = 2.0,
+def trial_run(template: RewardTemplate, *, batch: int = 256, cpu_time_s: float = 2.0,
               memory_mb: int = 1024, wall_timeout_s: float = 20.0) -> None:
     """Run the template in a limited child process; raise ``TemplateError`` on any failure."""
     env = os.environ.copy()

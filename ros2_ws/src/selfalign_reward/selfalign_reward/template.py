@@ -19,7 +19,9 @@ holding only ``ALLOWED_NUMPY``. ``reward`` returns ``(total (B,), {term name: (B
 ``parse_template`` checks the source statically (no code runs) and raises ``TemplateError`` whose
 text names the line, the rule broken and a fix an LLM can act on; the repair loop feeds it back
 verbatim. ``validate_template`` adds a trial run in a resource-limited subprocess
-(``selfalign_reward.sandbox``). Nothing from an LLM is executed any other way.
+(``selfalign_reward.sandbox``); every later evaluation, in any process, runs the code rewritten
+by ``selfalign_reward.meter``, which bounds its time and memory. Nothing from an LLM is executed
+any other way.
 """
 
 from __future__ import annotations
@@ -357,6 +359,9 @@ class _BodyChecker(ast.NodeVisitor):
             self.visit(kw.value)
 
 
+MAX_AST_NODES = 4000
+"""Most syntax-tree nodes accepted: without loops each node runs at most once per evaluation,
+so this bounds the Python-level operations of one evaluation (``meter`` bounds their sizes)."""
 MAX_AST_DEPTH = 100
 """Deepest syntax tree accepted: everything after parsing (the checks, compile, evaluation)
 walks the tree recursively, so a 1,500-term chain of ``+`` would hit Python's recursion limit."""
@@ -391,6 +396,10 @@ def parse_template(source: str) -> RewardTemplate:
     except (ValueError, RecursionError, MemoryError) as exc:
         raise TemplateError(None, f'the source cannot be parsed ({exc})',
                             'write plain Python source') from None
+    nodes = sum(1 for _ in ast.walk(tree))
+    if nodes > MAX_AST_NODES:
+        raise TemplateError(None, f'the code has {nodes} syntax nodes (limit {MAX_AST_NODES})',
+                            'write a shorter reward: a few terms, each a short numpy expression')
     depth = _ast_depth(tree)
     if depth > MAX_AST_DEPTH:
         raise TemplateError(None, f'the code is nested {depth} levels deep (limit '
@@ -447,7 +456,7 @@ def parse_template(source: str) -> RewardTemplate:
     return RewardTemplate(code=source, params=params, sha256=code_sha256(source))
 
 
-def validate_template(template: RewardTemplate | str, *, batch: int = 64,
+def validate_template(template: RewardTemplate | str, *, batch: int = 256,
                       cpu_time_s: float = 2.0, memory_mb: int = 1024,
                       wall_timeout_s: float = 20.0) -> RewardTemplate:
     """Parse (if given source) and trial-run the template in a resource-limited subprocess.

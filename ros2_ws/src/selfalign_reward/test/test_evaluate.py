@@ -114,21 +114,26 @@ def test_runtime_exception_is_wrapped():
 
 
 def test_reward_code_cannot_write_into_the_callers_features():
-    """Even code that skipped the trial run: in-place writes raise, the data stays intact."""
+    """Even code that skipped the trial run: `x += ...` builds a new array (the metered rewrite)
+    and `out=` is refused, so repeated evaluations agree and the caller's data stays intact."""
     from selfalign_reward.template import parse_template
     header = load_reference_template('touch').code.split('def reward')[0]
-    code = header + ("def reward(f, p):\n    x = f['contact_force']\n    x += 1000.0\n"
-                     "    return x, {}\n")
+    code = header + ("def reward(f, p):\n    x = f['contact_force'] + 0.0 * p['force_threshold']"
+                     "\n    x += 1000.0\n    return x, {}\n")
     fn = RewardFunction(parse_template(code))
     packed = sample_features(40, seed=1)
     before = packed.copy()
-    for _ in range(2):
-        with pytest.raises(RewardRuntimeError, match='read-only'):
-            fn(packed, fn.theta_dict(None))
+    first, _ = fn(packed, fn.theta_dict(None))
+    second, _ = fn(packed, fn.theta_dict(None))
+    np.testing.assert_allclose(first, F.unpack(before)['contact_force'] + 1000.0, rtol=1e-6)
+    np.testing.assert_array_equal(first, second)  # was 1000 more on each call
     batch = fn.prepare(packed.reshape(4, 10, -1), contiguous=True)
     kept = {k: v.copy() for k, v in batch.features.items()}
-    with pytest.raises(RewardRuntimeError, match='read-only'):
-        fn.episode_returns_many(batch, np.ones((3, len(fn.param_names))))
+    fn.episode_returns_many(batch, np.ones((3, len(fn.param_names))))
+    out_code = header + ("def reward(f, p):\n    x = np.clip(f['contact_force'], 0.0, 1.0, "
+                         "out=f['contact_force'])\n    return x, {}\n")
+    with pytest.raises(RewardRuntimeError, match='out'):
+        RewardFunction(parse_template(out_code))(packed, fn.theta_dict(None))
     np.testing.assert_array_equal(packed, before)
     for k, v in batch.features.items():
         np.testing.assert_array_equal(v, kept[k])
