@@ -99,12 +99,13 @@ class ReplayConfig:
     """Time-step slots (transitions + one final observation per episode)."""
     frame_stack: int = 3
     """Frames stacked into one pixel observation at sample time (state observations: ignored)."""
-    normalize_reward: bool = True
-    """Divide sampled rewards by their standard deviation over the stored transitions
-    (re-estimated when the reward changes and as the buffer doubles from 1k transitions). A
-    positive scale leaves the optimal policy unchanged but keeps the critic's targets at one
-    scale whatever θ does: self-alignment moved w_push 2 -> 49, and Q-values of thousands
-    slowed learning (docs/tasks.md)."""
+    keep_reward_scale: bool = True
+    """When the reward changes (a θ update), multiply sampled rewards by a scale that gives the
+    new reward the old one's standard deviation over the stored transitions. A positive scale
+    leaves the optimal policy unchanged but keeps the critic's targets at one scale whatever θ
+    does: self-alignment moved w_push 2 -> 49, and Q-values of thousands slowed learning. A
+    fixed reward is never scaled: dividing the oracle rewards by their own std (the previous
+    normalize_reward) left touch and grasp_lift seed 2 at 0 % (docs/tasks.md)."""
 
     def __post_init__(self) -> None:
         _check(self, 'capacity', self.capacity >= 16, 'must be >= 16')

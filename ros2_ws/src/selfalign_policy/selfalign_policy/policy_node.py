@@ -303,22 +303,28 @@ class PolicyNode(Node):
                                + (f' (was {previous[1]})' if previous[0] is not None else ''))
 
     def _guarded(self, fn: Any, version: int) -> Any:
+        dropped = []  # once it failed, a reward only hands over to the one in force
+
         def reward(packed: np.ndarray) -> np.ndarray:
-            try:
-                return fn(packed)
-            except RewardRuntimeError as exc:
-                fallback = self._reward_failed(version, exc)
-                if fallback is None:
-                    return np.zeros(len(packed), np.float32)
-                return fallback(packed)
+            if not dropped:
+                try:
+                    return fn(packed)
+                except RewardRuntimeError as exc:
+                    dropped.append(version)
+                    self._reward_failed(version, exc)
+            with self._reward_lock:
+                current = self._reward_fn
+            if current is None or current is reward:
+                return np.zeros(len(packed), np.float32)
+            return current(packed)
         return reward
 
-    def _reward_failed(self, version: int, exc: Exception) -> Any:
-        """Drop reward ``version`` after it failed on real data; the previous one (or None)."""
+    def _reward_failed(self, version: int, exc: Exception) -> None:
+        """Drop reward ``version`` after it failed on real data; the previous one takes over."""
         with self._reward_lock:
             self._adopted = [a for a in self._adopted if a[1] != version]
             if self._reward_version != version:
-                return self._reward_fn  # already replaced
+                return  # not in force any more
             back = self._adopted[-1] if self._adopted else None
             self._reward_fn, self._reward_version = (back[0], back[1]) if back else (None, 0)
         what = (f'back to reward version {back[1]} ({back[2]})' if back else
@@ -329,7 +335,6 @@ class PolicyNode(Node):
             trainer.set_reward_fn(back[0], back[1])
         elif trainer is not None:
             trainer.reward_version = 0
-        return back[0] if back else None
 
     def _on_spec(self, msg: RewardSpec) -> None:
         if self._p['reward_source'] != 'spec':

@@ -13,8 +13,10 @@ n-step windows stop at the episode end (never cross episodes): a window that rea
 termination gets discount 0, one that reaches a time limit bootstraps from the final observation
 with gamma^k for the k steps it has. Windows of an episode still running are sampled only once
 n steps exist. All arrays are allocated in ``__init__``; ``nbytes`` is the whole footprint.
-With ``normalize_reward`` the sampled returns are multiplied by ``reward_scale``, 1 / the std of
-the per-step reward over the stored transitions (``refresh_reward_scale``).
+With ``keep_reward_scale`` the sampled returns are multiplied by ``reward_scale``: 1 for the
+first reward, and when ``set_reward_fn`` brings a new one (a θ update), rescaled so that the new
+reward has the old one's standard deviation over the stored transitions (``rescale_for``). The
+critic's targets then stay at one scale whatever θ does, while a fixed reward trains unscaled.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ import numpy as np
 
 from selfalign_reward.features import FEATURE_DIM
 
-#: Slots written (~ transitions) at which the reward scale is first estimated (then at every
-#: doubling).
-SCALE_FIRST_AT = 1000
+#: Stored transitions the reward scale is measured on when the reward changes.
+SCALE_ROWS = 10_000
 
 RewardFn = Callable[[np.ndarray], np.ndarray]
 
@@ -62,7 +63,7 @@ class ReplayBuffer:
         obs_dtype: dtype of stored observations (uint8 pixels, float32 state by default).
         feature_dim: columns of the stored reward features.
         reward_fn: packed features (K, feature_dim) -> rewards (K,); settable later.
-        normalize_reward: scale sampled rewards to unit std (``refresh_reward_scale``).
+        keep_reward_scale: rescale a new reward to the old one's std (``rescale_for``).
         seed: seed of the sampler's own ``np.random.Generator``.
     """
 
@@ -70,7 +71,7 @@ class ReplayBuffer:
                  nstep: int, discount: float, batch_size: int, frame_stack: int = 1,
                  obs_dtype: Any = None, feature_dim: int = FEATURE_DIM,
                  reward_fn: RewardFn | None = None, seed: int = 0,
-                 normalize_reward: bool = False) -> None:
+                 keep_reward_scale: bool = False) -> None:
         frame_shape = tuple(int(s) for s in frame_shape)
         if len(frame_shape) not in (1, 3):
             raise ValueError(f'frame_shape {frame_shape} must be (D,) for state or (C, H, W) '
@@ -91,9 +92,8 @@ class ReplayBuffer:
         self.feature_dim = int(feature_dim)
         self.reward_fn = reward_fn
         self.rng = np.random.default_rng(seed)
-        self.normalize_reward = bool(normalize_reward)
+        self.keep_reward_scale = bool(keep_reward_scale)
         self.reward_scale = 1.0   # sampled rewards are multiplied by this
-        self._next_scale_at = SCALE_FIRST_AT
         cap = self.capacity
         # Storage (zeros: stale slots must never hold NaN that a reward_fn could trip on).
         self._frames = np.zeros((cap, *frame_shape), dtype=obs_dtype)
@@ -144,28 +144,30 @@ class ReplayBuffer:
         return self._episode + 1
 
     def set_reward_fn(self, reward_fn: RewardFn) -> None:
-        """Replace the reward; every later ``sample`` re-scores the whole buffer with it."""
+        """Replace the reward; every later ``sample`` re-scores the whole buffer with it (with
+        ``keep_reward_scale``, at the old reward's scale: ``rescale_for``)."""
+        if self.keep_reward_scale and self.reward_fn is not None:
+            self.rescale_for(reward_fn)
         self.reward_fn = reward_fn
-        if self._written >= SCALE_FIRST_AT:
-            self.refresh_reward_scale()
 
-    def refresh_reward_scale(self, rows: int = 10_000) -> float:
-        """Re-estimate ``reward_scale`` = 1 / std of the reward over up to ``rows`` stored
-        transitions (1 without normalisation, with no reward or when the reward is constant).
-
-        The rows are drawn by a generator seeded from the write count, so the estimate does
-        not disturb the sampler and a resumed run gets the same value.
-        """
-        if not self.normalize_reward or self.reward_fn is None:
-            return self.reward_scale
+    def rescale_for(self, new_fn: RewardFn, rows: int = SCALE_ROWS) -> float:
+        """``reward_scale`` *= std(old reward) / std(new reward) over up to ``rows`` stored
+        transitions (the same rows for both), so the scaled new reward spreads like the scaled
+        old one. Unchanged when nothing is stored or either reward is constant or non-finite
+        there. The rows are drawn by a generator seeded from the write count: the sampler is
+        not disturbed and a resumed run gets the same value."""
         slots = np.flatnonzero(self._has_tr)
-        if slots.size == 0:
+        if slots.size == 0 or self.reward_fn is None:
             return self.reward_scale
         if slots.size > rows:
             slots = np.random.default_rng(self._written).choice(slots, rows, replace=False)
-        r = np.asarray(self.reward_fn(self._features[slots]), dtype=np.float64)
-        std = float(r.std()) if np.isfinite(r).all() else 0.0
-        self.reward_scale = 1.0 / std if std > 1e-8 else 1.0
+        feats = self._features[slots]
+        old = np.asarray(self.reward_fn(feats), dtype=np.float64)
+        new = np.asarray(new_fn(feats), dtype=np.float64)
+        if np.isfinite(old).all() and np.isfinite(new).all():
+            s_old, s_new = float(old.std()), float(new.std())
+            if s_old > 1e-8 and s_new > 1e-8:
+                self.reward_scale *= s_old / s_new
         return self.reward_scale
 
     # ------------------------------------------------------------------ writing
@@ -208,9 +210,6 @@ class ReplayBuffer:
         self._has_tr[cur] = True
         self._written += 1
         self._cursor = nxt
-        if self._written >= self._next_scale_at:
-            self._next_scale_at *= 2
-            self.refresh_reward_scale()
         if terminated or truncated:
             self._final[nxt] = True
             self._open = False
@@ -312,7 +311,7 @@ class ReplayBuffer:
             't': self._t, 'ep': self._ep, 'cursor': self._cursor, 'written': self._written,
             'episode': self._episode, 'open': self._open,
             'rng': self.rng.bit_generator.state,
-            'reward_scale': self.reward_scale, 'next_scale_at': self._next_scale_at,
+            'reward_scale': self.reward_scale,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -329,9 +328,7 @@ class ReplayBuffer:
         self._episode = int(state['episode'])
         self._open = bool(state['open'])
         self.rng.bit_generator.state = state['rng']
-        # Checkpoints from before reward normalisation: re-estimate at the next doubling.
         self.reward_scale = float(state.get('reward_scale', 1.0))
-        self._next_scale_at = int(state.get('next_scale_at', max(self._written, 1)))
 
     def memory_report(self) -> str:
         return (f'replay: {self.capacity} slots of {self.frame_shape} '

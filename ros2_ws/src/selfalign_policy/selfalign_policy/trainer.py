@@ -120,7 +120,7 @@ class Trainer:
             frame_shape, self.action_dim, cfg.replay.capacity, cfg.agent.nstep,
             cfg.agent.discount, cfg.agent.batch_size, frame_stack=cfg.replay.frame_stack,
             obs_dtype=obs_space.dtype, reward_fn=reward_fn, seed=cfg.trainer.seed,
-            normalize_reward=cfg.replay.normalize_reward)
+            keep_reward_scale=cfg.replay.keep_reward_scale)
         self.agent = DrQV2Agent(self.replay.obs_shape, self.action_dim, cfg.agent)
         self.reward_fn = reward_fn
         self.reward_version = reward_version

@@ -140,28 +140,29 @@ def test_bad_use_gives_clear_errors():
         rb.sample()
 
 
-def test_normalized_rewards_do_not_depend_on_the_reward_scale():
+def test_a_new_reward_keeps_the_old_rewards_scale_and_a_fixed_reward_is_never_scaled():
     """A θ move that multiplies the reward by 50 (w_push 2 -> 49-like) leaves the critic's
-    targets where they were; the scale is 1 / std of the per-step reward over stored steps."""
+    targets where they were; a reward that never changes trains unscaled (dividing the oracle
+    by its own std stalled touch and grasp_lift seed 2)."""
     rb = ReplayBuffer((3,), 4, capacity=3000, nstep=N, discount=0.99, batch_size=32,
-                      reward_fn=_reward_col0, seed=3, normalize_reward=True)
-    _fill(rb, [(ep, 100, False) for ep in range(5)])
-    assert rb.reward_scale == 1.0  # not estimated before SCALE_FIRST_AT transitions
-    _fill(rb, [(ep, 100, False) for ep in range(5, 10)])  # 1000 transitions: estimated
-    stored = rb._features[rb._has_tr, 0].astype(np.float64)
-    assert rb.reward_scale == pytest.approx(1.0 / stored.std(), rel=0.02)
-    assert rb.refresh_reward_scale() == pytest.approx(1.0 / stored.std(), rel=1e-6)
+                      reward_fn=_reward_col0, seed=3, keep_reward_scale=True)
+    _fill(rb, [(ep, 100, False) for ep in range(12)])
+    assert rb.reward_scale == 1.0  # the first reward: no scale, however much is stored
     state = rb.rng.bit_generator.state
     r1 = rb.sample().reward.copy()
     rb.set_reward_fn(lambda x: 50.0 * x[:, 0])
+    assert rb.reward_scale == pytest.approx(1 / 50, rel=1e-6)
     rb.rng.bit_generator.state = state
     np.testing.assert_allclose(rb.sample().reward, r1, rtol=1e-5)
+    rb.set_reward_fn(lambda x: 100.0 * x[:, 0] + 7.0)  # a shift does not change the spread
+    assert rb.reward_scale == pytest.approx(1 / 100, rel=1e-6)
     plain = ReplayBuffer((3,), 4, capacity=3000, nstep=N, discount=0.99, batch_size=32,
                          reward_fn=_reward_col0, seed=3)
     _fill(plain, [(ep, 100, False) for ep in range(12)])
+    plain.set_reward_fn(lambda x: 50.0 * x[:, 0])
     assert plain.reward_scale == 1.0
     # A resumed buffer keeps the scale.
     again = ReplayBuffer((3,), 4, capacity=3000, nstep=N, discount=0.99, batch_size=32,
-                         reward_fn=_reward_col0, seed=3, normalize_reward=True)
+                         reward_fn=_reward_col0, seed=3, keep_reward_scale=True)
     again.load_state_dict(rb.state_dict())
     assert again.reward_scale == rb.reward_scale
