@@ -10,7 +10,8 @@ robot-contract and selfalign topics are recorded raw into ``recording.mcap``
 Parameters:
   run_dir (string, ''): run directory; empty = markers only, nothing written.
   record (bool, true): record topics into <run_dir>/recording.mcap (after a resume: the next
-      free recording-<k>.mcap; earlier parts are kept).
+      free recording-<k>.mcap; earlier parts are kept). Flushed every FLUSH_EVERY_S; a part
+      that a killed run left open is rewritten complete when the run resumes.
   record_camera (bool, false): also record /camera/image_raw (large).
   trail_length (int, 200): end-effector trail points shown.
   plot_every_episodes (int, 50): redraw plots after this many episodes.
@@ -46,7 +47,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
-from selfalign_bringup.recording import TopicRecorder
+from selfalign_bringup.recording import recover, TopicRecorder
 from selfalign_bringup.rundir import plot_run, RunDir
 from selfalign_bringup.video import write_camera_video, write_episode_video
 from selfalign_core.executors import run_node
@@ -70,6 +71,8 @@ RECORDED_TOPICS = {
 }
 
 
+#: The recording is flushed to complete chunks this often (what a SIGKILL can lose), s.
+FLUSH_EVERY_S = 2.0
 #: How long a video waits for the camera frames of its episode's last steps, s.
 FRAME_GRACE_S = 2.0
 
@@ -168,6 +171,7 @@ class MonitorNode(Node):
                                    if r.get('kind') == 'reward_spec'), None)
         self._recorder = None
         if self._run is not None and record:
+            self._recover_recordings()
             topics = dict(RECORDED_TOPICS)
             if record_camera:
                 topics['/camera/image_raw'] = 'sensor_msgs/msg/Image'
@@ -267,9 +271,26 @@ class MonitorNode(Node):
                       failure_analysis=int(msg.failure_analysis), **theta)
         self._plot_request.set()
 
+    def _recover_recordings(self):
+        """Earlier parts of this run that a kill left without their footer become readable."""
+        for path in sorted(self._run.path.glob('recording*.mcap')):
+            try:
+                kept = recover(path)
+            except Exception as exc:  # noqa: BLE001 - a recording must never stop a run
+                self.get_logger().warning(f'{path.name} could not be recovered: {exc}')
+                continue
+            if kept >= 0:
+                self.get_logger().warning(
+                    f'{path.name} was left open by a killed process: rewrote it complete with '
+                    f'the {kept} messages recorded before its last flush')
+
     def _plot_loop(self):
+        last_flush = time.monotonic()
         while not self._closing.is_set():
             requested = self._plot_request.wait(timeout=0.5)
+            if self._recorder is not None and time.monotonic() - last_flush >= FLUSH_EVERY_S:
+                self._recorder.flush()  # a SIGKILL then loses at most this long
+                last_flush = time.monotonic()
             self._render_videos()
             if requested:
                 self._plot_request.clear()

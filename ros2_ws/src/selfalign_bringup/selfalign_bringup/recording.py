@@ -6,6 +6,11 @@ definition after a ``====`` separator line. Schema text is read from the ``share
 folders that every ROS 2 message package installs (found with ament_index), so any message type
 on the ROS path can be recorded. No rclpy here: ``TopicRecorder`` takes bytes and timestamps;
 the node wrapper (``selfalign_bringup.monitor_node``) subscribes and feeds it.
+
+A process killed with SIGKILL cannot write the summary and footer that close a file. The node
+calls ``TopicRecorder.flush`` every few seconds, so what came before the last flush is on disk
+as complete chunks, and ``recover`` rewrites such a file into a complete one (the monitor does
+it for the earlier parts of a run it resumes).
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from pathlib import Path
 import re
 import threading
 
+from mcap.records import Channel, Message, Schema
+from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
+
+#: Last bytes of every complete MCAP file.
+MCAP_MAGIC = b'\x89MCAP0\r\n'
 
 _PRIMITIVES = {
     'bool', 'byte', 'char', 'float32', 'float64', 'int8', 'uint8', 'int16', 'uint16', 'int32',
@@ -124,8 +134,61 @@ class TopicRecorder:
             self._seq[topic] += 1
             self.count += 1
 
+    def flush(self) -> None:
+        """Write what is buffered as complete chunks (a later SIGKILL loses nothing before)."""
+        with self._lock:
+            if not self._file.closed:
+                self._writer.flush()
+
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
                 self._writer.finish()
                 self._file.close()
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True when the file ends like a closed MCAP file (summary and footer written)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 2 * len(MCAP_MAGIC):
+        return False
+    with open(path, 'rb') as fh:
+        fh.seek(size - len(MCAP_MAGIC))
+        return fh.read() == MCAP_MAGIC
+
+
+def recover(path: str | os.PathLike) -> int:
+    """Rewrite an MCAP file that a killed process left open (no footer) into a complete one,
+    keeping every message of its complete chunks; returns the number of messages kept. A
+    complete file is left alone (returns -1). The rewrite is atomic (temp file, rename)."""
+    path = Path(path)
+    if is_complete(path):
+        return -1
+    tmp = path.with_name(path.name + '.recovering')
+    kept = 0
+    with open(path, 'rb') as src, open(tmp, 'wb') as dst:
+        writer = Writer(dst, compression=CompressionType.ZSTD)
+        writer.start(profile='ros2', library='selfalign (recovered)')
+        schemas: dict[int, int] = {}
+        channels: dict[int, int] = {}
+        try:
+            for record in StreamReader(src).records:
+                if isinstance(record, Schema) and record.id not in schemas:
+                    schemas[record.id] = writer.register_schema(
+                        name=record.name, encoding=record.encoding, data=record.data)
+                elif isinstance(record, Channel) and record.id not in channels:
+                    channels[record.id] = writer.register_channel(
+                        topic=record.topic, message_encoding=record.message_encoding,
+                        schema_id=schemas.get(record.schema_id, 0), metadata=record.metadata)
+                elif isinstance(record, Message) and record.channel_id in channels:
+                    writer.add_message(channel_id=channels[record.channel_id],
+                                       log_time=record.log_time, data=record.data,
+                                       publish_time=record.publish_time,
+                                       sequence=record.sequence)
+                    kept += 1
+        except Exception:  # noqa: BLE001 - the cut-off tail: keep what came before it
+            pass
+        writer.finish()
+    os.replace(tmp, path)
+    return kept

@@ -65,3 +65,35 @@ def test_monitor_writes_metrics_plots_and_recording(tmp_path):
     assert '/selfalign/reward_spec' in recorded
     assert (run.path / 'videos' / 'eval-400-0.mp4').stat().st_size > 0  # eval episodes only
     assert len(list((run.path / 'videos').glob('*.mp4'))) == 1
+
+
+@pytest.mark.ros
+def test_a_killed_monitors_recording_is_readable_after_the_run_resumes(tmp_path):
+    import signal
+
+    from selfalign_bringup.monitor_node import FLUSH_EVERY_S
+
+    run = RunDir.create(tmp_path, 'push')
+    run.write_config({'task': 'push'})
+    with TestNode('kill_probe') as probe:
+        ep_pub = probe.node.create_publisher(Episode, '/selfalign/episode', 10)
+        with NodeProcess('selfalign_bringup', 'monitor_node',
+                         params={'run_dir': str(run.path)}) as proc:
+            probe.wait_until(lambda: ep_pub.get_subscription_count() >= 2, 20,
+                             'monitor subscriptions')
+            for i in range(5):
+                ep_pub.publish(Episode(task='push', episode_index=i, env_step=100 * (i + 1),
+                                       rewards=[0.5], num_steps=1, feature_dim=FEATURE_DIM,
+                                       features=[0.1] * FEATURE_DIM))
+            probe.wait_until(lambda: len(run.read_metrics()) >= 5, 20, 'five rows')
+            time.sleep(FLUSH_EVERY_S + 1.0)  # one flush after the episodes
+            proc.proc.send_signal(signal.SIGKILL)
+            proc.proc.wait(timeout=10)
+        with NodeProcess('selfalign_bringup', 'monitor_node',
+                         params={'run_dir': str(run.path)}) as resumed:
+            probe.wait_until(lambda: 'left open by a killed process' in resumed.output(), 20,
+                             'the recovery of the first part')
+    episodes = [m for m in read_ros2_messages(str(run.recording_path))
+                if m.channel.topic == '/selfalign/episode']
+    assert [m.ros_msg.episode_index for m in episodes] == [0, 1, 2, 3, 4]
+    assert (run.path / 'recording-1.mcap').is_file()  # the resumed part, its own file

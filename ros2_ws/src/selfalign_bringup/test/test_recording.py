@@ -34,3 +34,34 @@ def test_recorded_messages_decode_with_standard_reader(tmp_path):
     assert [round(p.pose.position.x, 6) for p in poses] == [0.0, 0.1, 0.2, 0.3, 0.4]
     assert poses[0].header.frame_id == 'base_link'
     assert joints[-1].position[0] == 0.04 and rec.count == 10
+
+
+def test_a_file_left_open_by_a_kill_is_recovered_up_to_its_last_flush(tmp_path):
+    import shutil
+
+    from std_msgs.msg import String
+
+    from selfalign_bringup.recording import is_complete, recover
+
+    rec = TopicRecorder(tmp_path / 'live.mcap')
+    rec.add_topic('/t', 'std_msgs/msg/String')
+    for i in range(300):
+        rec.write('/t', serialize_message(String(data=f'm{i}')), log_time_ns=i)
+    rec.flush()
+    for i in range(300, 310):  # after the flush: still in the writer's chunk buffer
+        rec.write('/t', serialize_message(String(data=f'm{i}')), log_time_ns=i)
+    killed = tmp_path / 'killed.mcap'
+    shutil.copy(tmp_path / 'live.mcap', killed)  # the bytes a SIGKILL would leave
+    rec.close()
+    assert not is_complete(killed) and is_complete(tmp_path / 'live.mcap')
+    try:
+        list(read_ros2_messages(str(killed)))
+        readable = True
+    except Exception:  # noqa: BLE001 - mcap raises its own errors on a cut-off file
+        readable = False
+    assert not readable
+    assert recover(killed) == 300
+    assert is_complete(killed) and not list(tmp_path.glob('*.recovering'))
+    msgs = [m.ros_msg.data for m in read_ros2_messages(str(killed))]
+    assert msgs == [f'm{i}' for i in range(300)]
+    assert recover(killed) == -1  # complete files are left alone
