@@ -44,7 +44,7 @@ class _StateEnv:
         self._rng = np.random.default_rng(0)
         self._t = 0
 
-    def reset(self, seed=None):
+    def reset(self, seed=None, options=None):
         self._t = 0
         return self._rng.normal(size=F.OBS_DIM).astype(np.float32), {}
 
