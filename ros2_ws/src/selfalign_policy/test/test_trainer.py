@@ -129,3 +129,20 @@ def test_an_aborted_episode_is_dropped_and_played_again_with_its_seed(env):
     aborted = sorted(set(np.unique(eps)))[1]  # the replay's numbering of the second attempt
     assert len(np.unique(eps)) == 3
     assert ts[eps == aborted].max() <= 39 - tr.replay.nstep
+
+
+def test_the_replaced_checkpoint_is_kept_and_named_when_the_new_one_is_damaged(tmp_path):
+    from selfalign_policy.checkpoint import CheckpointError, previous_path, save_checkpoint
+
+    path = tmp_path / 'checkpoint.pt'
+    save_checkpoint(path, {'counters': {'env_step': 100}})
+    assert not previous_path(path).exists()  # nothing replaced yet
+    save_checkpoint(path, {'counters': {'env_step': 200}})
+    prev = previous_path(path)
+    assert prev.name == 'checkpoint.prev.pt'
+    assert load_checkpoint(prev, restore_rng=False)['counters']['env_step'] == 100
+    assert not list(tmp_path.glob('*.tmp'))
+    path.write_bytes(path.read_bytes()[:200])  # cut short later (a full disk, a bad copy)
+    with pytest.raises(CheckpointError, match='checkpoint.prev.pt'):
+        load_checkpoint(path)
+    assert load_checkpoint(prev, restore_rng=False)['counters']['env_step'] == 100
