@@ -78,6 +78,7 @@ from selfalign_bringup.bridge_core import (
     BridgeCore,
     fingertip_wrench,
     MODES,
+    SHARED_PARAMETERS,
     Stepped,
     with_overrides,
 )
@@ -226,6 +227,14 @@ class PyBulletBridge(Node):
         values = {}
         for name, default, desc in specs:
             values[name] = self.declare_parameter(name, default, desc).value
+        given = set(getattr(self, '_parameter_overrides', {}) or {})
+        unknown = sorted(given - set(values) - SHARED_PARAMETERS
+                         - {'qos_overrides', 'start_type_description_service'})
+        unknown = [u for u in unknown if not u.startswith('qos_overrides.')]
+        if unknown:  # a typo would otherwise be ignored and its default used
+            raise ValueError(f'unknown pybullet_bridge parameter(s) {unknown}; valid: '
+                             f'{sorted(values)} (and the shared /** keys '
+                             f'{sorted(SHARED_PARAMETERS)})')
         return BridgeConfig.from_dict(values)
 
     # ------------------------------------------------------------------ sim-to-real

@@ -6,7 +6,9 @@ ObservationBuilder gives the same observation as ``SelfAlignEnv`` for the same s
 
 import os
 from pathlib import Path
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -188,7 +190,9 @@ def test_ros_route_observation_equals_gym_env():
 @pytest.mark.parametrize('arg,name', [('mode:=sometimes', 'mode'),
                                       ('control_rate_hz:=0.5', 'control_rate_hz'),
                                       ('ee_workspace_low_m:=[0.9,-0.3,0.015]',
-                                       'ee_workspace_low_m')])
+                                       'ee_workspace_low_m'),
+                                      # a typo is not ignored (its default would be used)
+                                      ('contol_rate_hz:=20.0', 'contol_rate_hz')])
 def test_bridge_process_fails_at_start_naming_the_parameter(arg, name):
     exe = (Path(__file__).resolve().parents[3] / 'install' / 'selfalign_bringup' / 'lib'
            / 'selfalign_bringup' / 'pybullet_bridge')
@@ -196,3 +200,34 @@ def test_bridge_process_fails_at_start_naming_the_parameter(arg, name):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert 'bad parameter' in proc.stderr and name in proc.stderr, proc.stderr
+
+
+@pytest.mark.ros
+def test_bridge_takes_every_shipped_config_including_the_shared_block(tmp_path):
+    """The task YAMLs' shared /** keys are not 'unknown' to the bridge (only typos are)."""
+    import yaml
+
+    from selfalign_bringup.bridge_core import SHARED_PARAMETERS
+    from selfalign_bringup.wiring import config_dir
+
+    for name in ('push.yaml', 'llm.yaml', 'touch.yaml', 'grasp_lift.yaml'):
+        shared = (yaml.safe_load((config_dir() / name).read_text()).get('/**') or {})
+        assert set(shared.get('ros__parameters', {})) <= SHARED_PARAMETERS, name
+    exe = (Path(__file__).resolve().parents[3] / 'install' / 'selfalign_bringup' / 'lib'
+           / 'selfalign_bringup' / 'pybullet_bridge')
+    proc = subprocess.Popen([str(exe), '--ros-args', '--params-file',
+                             str(config_dir() / 'push.yaml'), '--params-file',
+                             str(config_dir() / 'llm.yaml')], env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        out = ''
+        while time.monotonic() < deadline and 'pybullet_bridge ready' not in out:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+        assert 'pybullet_bridge ready' in out, out
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
