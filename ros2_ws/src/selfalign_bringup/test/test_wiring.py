@@ -1,6 +1,9 @@
 """The run description shared by launch files, the embedded runner and the multi-process test."""
 
+import dataclasses
 import importlib.util
+import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -72,16 +75,93 @@ def test_params_file_and_ros_args_roundtrip(tmp_path):
     assert '/ee_wrench:=/force_torque_sensor_broadcaster/wrench' in argv
 
 
-@pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
-                    reason='launch_ros is not installed (pip-only set-up); checked on Jazzy')
-def test_launch_files_build_a_description():
+NEEDS_LAUNCH = pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
+                                  reason='launch_ros is not installed (pip-only set-up); '
+                                  'runs on a Jazzy install (docker/)')
+
+
+def _launched(file: str, overrides: dict[str, str]) -> dict[str, tuple]:
+    """Evaluate a launch file as `ros2 launch` would up to starting processes: the declared
+    arguments (with ``overrides``), the OpaqueFunction, each Node's substitutions. Returns
+    {node name: (package, executable, parameters, remappings)}."""
     import importlib.machinery
-    for name in ('touch', 'grasp', 'push'):
-        path = wiring.config_dir().parent / 'launch' / f'{name}.launch.py'
-        module = importlib.machinery.SourceFileLoader(name, str(path)).load_module()
-        description = module.generate_launch_description()
-        names = [a.name for a in description.entities if hasattr(a, 'name')]
-        assert {'llm', 'model', 'base_url', 'obs', 'driver', 'rviz', 'seed'} <= set(names)
+
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch_ros.actions import Node
+
+    path = wiring.config_dir().parent / 'launch' / file
+    module = importlib.machinery.SourceFileLoader(file.replace('.', '_'), str(path)).load_module()
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    context.launch_configurations.update(overrides)
+    declared = [e for e in description.entities if isinstance(e, DeclareLaunchArgument)]
+    for arg in declared:
+        arg.execute(context)  # sets the default where no override was given
+    nodes = {}
+    for entity in description.entities:
+        if not isinstance(entity, OpaqueFunction):
+            continue
+        for action in entity.execute(context) or []:
+            if not isinstance(action, Node):
+                continue
+            action._perform_substitutions(context)
+            params = {}
+            for arg, is_file in action._Node__expanded_parameter_arguments:
+                if is_file:
+                    for block in (yaml.safe_load(Path(arg).read_text()) or {}).values():
+                        params.update(block.get('ros__parameters', {}))
+            package = action.node_package
+            package = package if isinstance(package, str) else ''.join(
+                s.perform(context) for s in package)
+            nodes[action.node_name.lstrip('/')] = (
+                package, action.node_executable, params,
+                sorted(action.expanded_remapping_rules or []))
+    return {'_declared': {a.name for a in declared}, **nodes}
+
+
+@NEEDS_LAUNCH
+@pytest.mark.parametrize('file, task', [('touch.launch.py', 'touch'),
+                                        ('grasp.launch.py', 'grasp_lift'),
+                                        ('push.launch.py', 'push')])
+@pytest.mark.parametrize('driver', ['pybullet', 'external'])
+def test_task_launch_files_start_the_planned_nodes_with_their_parameters(file, task, driver,
+                                                                          tmp_path):
+    got = _launched(file, {'run_dir': str(tmp_path), 'driver': driver, 'seed': '3'})
+    assert {'llm', 'model', 'base_url', 'obs', 'driver', 'rviz', 'seed'} <= got.pop('_declared')
+    args = Args(task=task, driver=driver, seed=3, run_dir=str(tmp_path))
+    want = {n.name: (n.package, n.executable, json.loads(json.dumps(n.parameters)),
+                     sorted(n.remappings)) for n in wiring.plan(args)}
+    assert set(got) == set(want)
+    for name, (package, executable, params, remaps) in want.items():
+        g = got[name]
+        assert g[:2] == (package, executable), name
+        assert {k: g[2].get(k) for k in params} == params, name  # every planned parameter
+        assert g[3] == remaps, name
+    assert (tmp_path / 'config.yaml').is_file()
+
+
+@NEEDS_LAUNCH
+@pytest.mark.parametrize('driver', ['external', 'pybullet'])
+def test_deploy_launch_file_starts_the_planned_nodes_with_their_parameters(driver, tmp_path):
+    ckpt = tmp_path / 'checkpoint.pt'
+    ckpt.write_bytes(b'x')  # only its existence is checked before anything starts
+    raw = {'checkpoint': str(ckpt), 'driver': driver}
+    got = _launched('deploy.launch.py', raw)
+    got.pop('_declared')
+    defaults = {f.name: str(getattr(wiring.DeployArgs(), f.name)).lower()
+                if isinstance(getattr(wiring.DeployArgs(), f.name), bool)
+                else str(getattr(wiring.DeployArgs(), f.name))
+                for f in dataclasses.fields(wiring.DeployArgs)}
+    want = {n.name: (n.package, n.executable, json.loads(json.dumps(n.parameters)),
+                     sorted(n.remappings))
+            for n in wiring.deploy_plan(wiring.deploy_args_from_strings({**defaults, **raw}))}
+    assert set(got) == set(want)
+    for name, (package, executable, params, remaps) in want.items():
+        assert got[name][:2] == (package, executable), name
+        assert {k: got[name][2].get(k) for k in params} == params, name
+        assert got[name][3] == remaps, name
+    assert got['policy_node'][2]['deploy'] is True
 
 
 @pytest.mark.parametrize('raw, words', [
