@@ -37,8 +37,8 @@ _SCALE = ActionScale()
 
 #: Parameters a selfalign configuration's shared '/**' block may hold (every node receives
 #: them; each uses the ones it knows). Any other parameter given to the bridge is an error.
-SHARED_PARAMETERS = frozenset({'use_sim_time', 'task', 'seed', 'run_dir', 'videos_per_eval',
-                               'llm_call_deadline_s'})
+SHARED_PARAMETERS = frozenset({'use_sim_time', 'task', 'seed', 'run_dir', 'resume',
+                               'videos_per_eval', 'llm_call_deadline_s'})
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ def _draw_frame(f: dict[str, np.ndarray], t: int, label: str) -> np.ndarray:
 
 def _facts(f: dict[str, np.ndarray], t: int) -> str:
     return (f't={t + 1}  force {float(f["contact_force"][t]):.2f} N  '
-            f'lift {100 * float(f["block_lift"][t]):.1f} cm  '
+            f'lift {max(0.0, 100 * float(f["block_lift"][t])):.1f} cm  '
             f'goal {100 * float(f["block_goal_dist"][t]):.1f} cm')
 
 

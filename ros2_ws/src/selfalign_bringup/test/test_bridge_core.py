@@ -213,6 +213,9 @@ def test_bridge_takes_every_shipped_config_including_the_shared_block(tmp_path):
     for name in ('push.yaml', 'llm.yaml', 'touch.yaml', 'grasp_lift.yaml'):
         shared = (yaml.safe_load((config_dir() / name).read_text()).get('/**') or {})
         assert set(shared.get('ros__parameters', {})) <= SHARED_PARAMETERS, name
+    # ... nor the keys the run description and `selfalign train --resume` add to it
+    from selfalign_bringup.wiring import Args, resolve
+    assert set(resolve(Args(task='push'))['/**']) | {'resume'} <= SHARED_PARAMETERS
     exe = (Path(__file__).resolve().parents[3] / 'install' / 'selfalign_bringup' / 'lib'
            / 'selfalign_bringup' / 'pybullet_bridge')
     proc = subprocess.Popen([str(exe), '--ros-args', '--params-file',

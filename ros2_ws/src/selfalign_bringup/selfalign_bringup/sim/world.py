@@ -49,9 +49,9 @@ TABLE_CENTRE_M = (0.45, 0.0, -0.025)
 TABLE_RGB = (0.55, 0.42, 0.3)
 #: The viewer camera of evaluation videos (render_video): a three-quarter view from the front
 #: right that frames the arm, the table top, the block and the goal, base frame, m.
-VIDEO_EYE_M = (1.35, -0.85, 0.85)
-VIDEO_TARGET_M = (0.36, 0.0, 0.2)
-VIDEO_FOV_DEG = 42.0
+VIDEO_EYE_M = (1.45, -0.9, 0.95)
+VIDEO_TARGET_M = (0.42, 0.0, 0.18)
+VIDEO_FOV_DEG = 46.0
 _RAW_NAMES = tuple(n for n in features.RAW_NAMES if n != 'action')
 
 
