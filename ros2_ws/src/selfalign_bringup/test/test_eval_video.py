@@ -1,6 +1,8 @@
 """Evaluation videos from the camera: the bridge films the episodes a reset asks it to, and the
 monitor turns the frames stamped within an evaluation episode into an MP4 with its facts."""
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -108,6 +110,11 @@ def test_bridge_films_requested_episodes_and_monitor_writes_the_camera_video(tmp
             return start, last
 
         probe.wait_until(lambda: twist.get_subscription_count() > 0, 30, 'the bridge')
+        # the monitor must hear the frames: wait until its video subscription is matched
+        probe.wait_until(lambda: episode_pub.get_subscription_count() > 0
+                         and probe.node.count_subscribers('/camera/video/image_raw') >= 2, 30,
+                         "the monitor's subscriptions")
+        time.sleep(0.5)  # discovery is per pair: give the bridge a moment to match it too
         start, end = play(film=True)
         probe.wait_until(lambda: len(probe.messages('/camera/video/image_raw')) >= steps + 1, 20,
                          'video frames of the filmed episode')
@@ -119,7 +126,6 @@ def test_bridge_films_requested_episodes_and_monitor_writes_the_camera_video(tmp
         assert len(probe.messages('/camera/video/image_raw')) == n_filmed  # not asked: no frames
         assert poses  # the unfilmed episode did step
 
-        probe.wait_until(lambda: episode_pub.get_subscription_count() > 0, 20, 'the monitor')
         episode_pub.publish(Episode(
             task='touch', episode_index=0, env_step=500, evaluation=True, success=True,
             num_steps=steps, feature_dim=F.FEATURE_DIM,
