@@ -63,6 +63,9 @@ class BridgeConfig:
     Frames are rendered only for episodes whose ResetEpisode request sets render_video."""
     video_height_px: int = 240
     """Height of the video camera's frames, px."""
+    key_frame_every_steps: int = 0
+    """Also publish a video-camera frame at the reset and every this many steps of *every*
+    episode (key frames for a vision LLM, ~30 ms each); 0 = only filmed episodes."""
     seed: int = 0
     """Seed of the first episode; resets with seed < 0 continue seed + 1, seed + 2, ..."""
     ee_workspace_low_m: tuple[float, float, float] = (0.30, -0.30, 0.015)
@@ -147,6 +150,9 @@ def _check(c: BridgeConfig) -> None:
             64 <= int(c.video_width_px) <= 1920 and 48 <= int(c.video_height_px) <= 1080):
         fail('video_width_px', f'video frames must be 64..1920 x 48..1080 px (got '
              f'{c.video_width_px} x {c.video_height_px}); 0 turns the video camera off')
+    if int(c.key_frame_every_steps) < 0 or (c.key_frame_every_steps and not c.video_width_px):
+        fail('key_frame_every_steps', 'must be >= 0, and key frames need the video camera '
+             '(video_width_px > 0)')
     if not (math.isfinite(c.max_ee_speed_mps) and 0.0 < c.max_ee_speed_mps <= 2.0):
         fail('max_ee_speed_mps', 'must be in (0, 2] m/s')
     if not (math.isfinite(c.gripper_max_width_m) and 0.0 < c.gripper_max_width_m <= 0.2):

@@ -83,6 +83,7 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
     t.add_argument('--base-url', default='', help='OpenAI-compatible server for --llm openai')
     t.add_argument('--replay-transcript', default='', help='transcript.jsonl for --llm replay')
     t.add_argument('--obs', default='state', choices=wiring.OBS_KINDS)
+    t.add_argument('--vision', action='store_true', help=wiring.ARG_HELP['vision'])
     t.add_argument('--run-dir', default='', help='default: runs/<time>-<task>')
     t.add_argument('--runs-root', default='runs', help='parent of new run directories')
     t.add_argument('--resume', default='', metavar='RUN_DIR',
@@ -101,7 +102,8 @@ def prepare(ns: argparse.Namespace) -> tuple[RunDir, dict[str, dict[str, Any]], 
     else:
         args = wiring.Args(task=ns.task, llm=ns.llm, model=ns.model, base_url=ns.base_url,
                            obs=ns.obs, seed=ns.seed, run_dir=ns.run_dir,
-                           replay_transcript=ns.replay_transcript)
+                           replay_transcript=ns.replay_transcript,
+                           vision=bool(getattr(ns, 'vision', False)))
         try:
             args.validate()
         except wiring.ConfigError as exc:

@@ -53,6 +53,7 @@ from selfalign_bringup.video import write_camera_video, write_episode_video
 from selfalign_core.executors import run_node
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_policy import contract_msgs as cm
+from selfalign_policy.frame_buffer import FrameBuffer
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -86,35 +87,6 @@ class _VideoJob:
     start_ns: int
     end_ns: int
     deadline: float
-
-
-class FrameBuffer:
-    """The newest camera frames (stamp ns, Image), bounded in bytes; thread-safe."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = int(max_bytes)
-        self._frames: deque[tuple[int, Image]] = deque()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def put(self, msg: Image) -> None:
-        size = len(msg.data)
-        with self._lock:
-            self._frames.append((cm.stamp_ns(msg.header.stamp), msg))
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._frames) > 1:
-                self._bytes -= len(self._frames.popleft()[1].data)
-
-    def newest_ns(self) -> int:
-        with self._lock:
-            return self._frames[-1][0] if self._frames else -1
-
-    def between(self, start_ns: int, end_ns: int) -> list[np.ndarray]:
-        """RGB arrays of the frames stamped in (start_ns, end_ns], in stamp order."""
-        with self._lock:
-            picked = sorted(((s, m) for s, m in self._frames if start_ns < s <= end_ns),
-                            key=lambda sm: sm[0])
-        return [cm.image_array(m) for _, m in picked]
 
 
 def _type_of(name: str):

@@ -22,6 +22,8 @@ Parameters:
         three-quarter view of arm, table, block and goal) published on camera/video/image_raw
         for every state of an episode whose ResetEpisode request sets render_video (evaluation
         videos; ~30 ms a frame, so only those episodes pay for it); width 0 = none.
+    key_frame_every_steps (int, 0): also a video frame at the reset and every N steps of every
+        episode: key frames policy_node attaches to Episode for a vision LLM; 0 = none.
     seed (int, 0): seed of the first episode; resets with seed < 0 continue the sequence.
     ee_workspace_low_m / ee_workspace_high_m (double[3]): EE box, base frame, m.
     max_ee_speed_mps (double, 0.3): EE speed cap (norm).
@@ -189,6 +191,10 @@ class PyBulletBridge(Node):
             ('video_height_px', d.video_height_px, ParameterDescriptor(
                 type=integer, read_only=True, description='height of the video frames, px',
                 integer_range=[IntegerRange(from_value=48, to_value=1080, step=1)])),
+            ('key_frame_every_steps', d.key_frame_every_steps, ParameterDescriptor(
+                type=integer, read_only=True, description='also publish a video frame at the '
+                'reset and every N steps of every episode (key frames); 0 = filmed only',
+                integer_range=[IntegerRange(from_value=0, to_value=100000, step=1)])),
             ('seed', d.seed, ParameterDescriptor(
                 type=integer, read_only=True,
                 description='seed of the first episode; resets with seed < 0 continue it')),
@@ -383,7 +389,9 @@ class PyBulletBridge(Node):
             self._pub_image.publish(M.image_msg(rgb, stamp, info['frame_id']))
             self._pub_info.publish(M.camera_info_msg(info['width'], info['height'], info['K'],
                                                      stamp, info['frame_id']))
-        if self._film:  # before the state: a client that has the state has its frame too
+        every = self.cfg.key_frame_every_steps
+        key = bool(every) and self._core.steps_in_episode % every == 0
+        if self._film or key:  # before the state: a client that has the state has its frame
             rgb = self._world.render_video(self.cfg.video_width_px, self.cfg.video_height_px)
             self._pub_video.publish(M.image_msg(rgb, stamp, 'video_camera_optical_frame'))
         self._pub_joints.publish(joints)

@@ -55,7 +55,13 @@ ARG_HELP: dict[str, str] = {
     'seed': 'seed of every random generator of the run',
     'use_sim_time': 'nodes use /clock (true with the simulator, false on hardware)',
     'replay_transcript': 'transcript.jsonl to replay when llm:=replay',
+    'vision': 'attach key camera frames of each episode to the ranking and failure-analysis '
+              'prompts, for a vision model (llm:=openai)',
 }
+
+#: With vision: key frames per episode, and the bridge's key-frame period (steps).
+VISION_KEY_FRAMES = 4
+VISION_KEY_FRAME_EVERY_STEPS = 25
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class Args:
     seed: int = 0
     use_sim_time: bool = True
     replay_transcript: str = ''
+    vision: bool = False
 
     def validate(self) -> Args:
         choices = {'task': tuple(TASK_CONFIGS), 'llm': LLM_BACKENDS, 'obs': OBS_KINDS,
@@ -112,7 +119,8 @@ def args_from_strings(task: str, raw: dict[str, str]) -> Args:
                 driver=raw.get('driver', 'pybullet'), run_dir=raw.get('run_dir', ''),
                 seed=seed, use_sim_time=parse_bool('use_sim_time',
                                                    raw.get('use_sim_time', 'true')),
-                replay_transcript=raw.get('replay_transcript', '')).validate()
+                replay_transcript=raw.get('replay_transcript', ''),
+                vision=parse_bool('vision', raw.get('vision', 'false'))).validate()
 
 
 @dataclass
@@ -184,6 +192,10 @@ def resolve(args: Args, directory: Path | None = None) -> dict[str, dict[str, An
         llm['transcript_path'] = str(Path(args.run_dir) / 'transcript.jsonl')
     config.setdefault('policy_node', {})['obs'] = args.obs
     config.setdefault('pybullet_bridge', {})['publish_camera'] = args.obs == 'pixels'
+    if args.vision:  # the bridge renders key frames, the policy attaches them, the LLM sees them
+        llm['vision'] = True
+        config['policy_node']['key_frames'] = VISION_KEY_FRAMES
+        config['pybullet_bridge']['key_frame_every_steps'] = VISION_KEY_FRAME_EVERY_STEPS
     return config
 
 

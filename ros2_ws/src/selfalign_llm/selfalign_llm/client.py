@@ -193,7 +193,8 @@ class LLMClient:
         messages = list(request.messages)
         attempt = 0
         for reask in range(self.config.max_reasks + 1):
-            req = Request(request.role, messages, request.context, request.images)
+            req = Request(request.role, messages, request.context, request.images,
+                          request.image_labels)
             c, latency = self._complete(call, req, attempt)
             attempt += 1
             self._last_model = c.model
@@ -259,22 +260,38 @@ class LLMClient:
         raise LLMError('propose', f'no valid reward template after {cfg.max_repairs} repairs; '
                        f'last validation error: {error}')
 
+    def _images(self, frames: Sequence[np.ndarray] | None,
+                episode_frames: Sequence[Sequence[tuple[int, np.ndarray]]] | None
+                ) -> tuple[list[np.ndarray], list[str]]:
+        """Key frames to send and their labels: none unless the backend has ``vision`` on."""
+        if not getattr(self.backend, 'vision', False):
+            return [], []
+        images = [np.ascontiguousarray(f) for f in frames or []]
+        labels = [''] * len(images)
+        for i, shots in enumerate(episode_frames or []):
+            for step, image in shots:
+                images.append(np.ascontiguousarray(image))
+                labels.append(f'Episode {i + 1}, step {int(step)}:')
+        return images, (labels if any(labels) else [])
+
     @_one_deadline
     def rank_detailed(self, task: str, episodes: Sequence[Any], task_description: str = '',
-                      frames: Sequence[np.ndarray] | None = None) -> Ranking:
+                      frames: Sequence[np.ndarray] | None = None,
+                      episode_frames: Sequence[Sequence[tuple[int, np.ndarray]]] | None = None
+                      ) -> Ranking:
         """Rank ``episodes`` (EpisodeRecords or feature dicts (T, ...)), best first, ties allowed.
 
-        ``frames``: optional key frames, uint8 (H, W, 3), sent only to backends with ``vision``
-        on (recorded in the transcript as shape + sha256).
+        ``frames``: optional key frames, uint8 (H, W, 3); ``episode_frames``: per episode, its
+        (step, frame) key frames, each sent after a label 'Episode i, step s:'. Images go only
+        to backends with ``vision`` on (recorded in the transcript as shape + sha256).
         """
         if len(episodes) < 2:
             raise ValueError(f'rank needs at least 2 episodes, got {len(episodes)}')
         descriptions = [describe_episode(e, task) for e in episodes]
         ctx = {'task': task, 'features': [episode_features(e) for e in episodes]}
-        images = [np.ascontiguousarray(f) for f in frames or []] \
-            if getattr(self.backend, 'vision', False) else []
+        images, labels = self._images(frames, episode_frames)
         req = Request('rank', prompts.rank_messages(task, descriptions, task_description), ctx,
-                      images)
+                      images, labels)
         k = len(episodes)
         groups, _ = self._ask(req, lambda r: parse_ranking(r, k))
         return Ranking(ranks_from_groups(groups, k), groups, descriptions, self.model)
@@ -286,11 +303,13 @@ class LLMClient:
     @_one_deadline
     def analyze_failure(self, task: str, spec: RewardTemplate,
                         theta: Mapping[str, float] | Sequence[float], episodes: Sequence[Any],
-                        success_rate: float, agreement: float, task_description: str = ''
+                        success_rate: float, agreement: float, task_description: str = '',
+                        episode_frames: Sequence[Sequence[tuple[int, np.ndarray]]] | None = None
                         ) -> tuple[str, dict[str, float]]:
         """(analysis text, {parameter: proposed value inside its range}) for a stuck reward.
 
-        ``theta``: current values by name, or in ``spec.params`` order.
+        ``theta``: current values by name, or in ``spec.params`` order. ``episode_frames``: as
+        for ``rank_detailed`` (vision backends only).
         """
         if not isinstance(theta, Mapping):
             values = list(theta)
@@ -307,9 +326,10 @@ class LLMClient:
         descriptions = [describe_episode(e, task) for e in episodes]
         ctx = {'task': task, 'params': params,
                'features': [episode_features(e) for e in episodes]}
+        images, labels = self._images(None, episode_frames)
         req = Request('analyze_failure', prompts.analyze_failure_messages(
             task, spec.code, params, descriptions, success_rate, agreement, task_description),
-            ctx)
+            ctx, images, labels)
         ranges = {s.name: (s.lower, s.upper) for s in spec.params}
         result, _ = self._ask(req, lambda r: parse_failure_analysis(r, ranges))
         return result

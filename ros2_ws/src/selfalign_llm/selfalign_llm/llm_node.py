@@ -22,7 +22,9 @@ Parameters:
     max_tokens (int, 0): completion token limit; 0 = server default.
     max_reasks (int, 2): re-asks after an unparsable reply.
     max_repairs (int, 3): repair rounds after a template fails validation.
-    vision (bool, false): send key frames as images when available.
+    vision (bool, false): send each episode's key frames (Episode.key_frames, see policy_node
+        key_frames) as labelled images ('Episode i, step s:') with ranking and failure-analysis
+        prompts (openai backend; the scripted teacher ignores them and says so at start).
     transcript_path (str, ''): transcript.jsonl of this run; '' = memory only.
     replay_path (str, ''): transcript to replay (backend 'replay').
     teacher_beta (float, 20.0): scripted teacher Boltzmann inverse temperature (<= 0: noiseless).
@@ -61,7 +63,12 @@ from selfalign_interfaces.srv import AnalyzeFailure, ProposeReward, RankTrajecto
 from selfalign_llm.backends.base import BackendError
 from selfalign_llm.client import LLMError
 from selfalign_llm.config import BACKENDS, LLMConfig, make_client
-from selfalign_reward.msgs import episode_from_msg, spec_from_msg, spec_to_msg
+from selfalign_reward.msgs import (
+    episode_from_msg,
+    key_frames_from_msg,
+    spec_from_msg,
+    spec_to_msg,
+)
 from selfalign_reward.template import TemplateError
 
 _ERRORS = (LLMError, BackendError, TemplateError, ValueError, KeyError)
@@ -129,6 +136,13 @@ class LLMNode(Node):
             floating_point_range=_float(0.1, 3600.0))).value
         self.config = LLMConfig(**values)
         self.client = make_client(self.config)
+        # Key frames are decoded and sent only when the backend can look at them.
+        self._vision = bool(self.config.vision) and bool(getattr(self.client.backend, 'vision',
+                                                                 False))
+        if self.config.vision and not self._vision:
+            self.get_logger().warning(
+                f'vision:=true, but the {self.config.backend} backend reads episode features '
+                'only: key frames are ignored (the scripted teacher ranks by task progress)')
         self.get_logger().info(
             f'LLM backend={self.config.backend} model={self.client.model} '
             f'base_url={self.config.base_url or "(default)"} timeout_s={self.config.timeout_s} '
@@ -179,12 +193,19 @@ class LLMNode(Node):
         self._done('propose_reward', start, resp.success, resp.message)
         return resp
 
+    def _frames(self, episodes: list) -> list[list] | None:
+        """The episodes' key frames when vision is on (decoded only then)."""
+        if not self._vision:
+            return None
+        return [key_frames_from_msg(m) for m in episodes]
+
     def _on_rank(self, req: RankTrajectories.Request, resp: RankTrajectories.Response
                  ) -> RankTrajectories.Response:
         start = time.monotonic()
         try:
             episodes = [episode_from_msg(m) for m in req.episodes]
-            ranking = self.client.rank_detailed(req.task, episodes, req.task_description)
+            ranking = self.client.rank_detailed(req.task, episodes, req.task_description,
+                                                episode_frames=self._frames(req.episodes))
             resp.ranks = [int(r) for r in ranking.ranks]
             resp.descriptions = ranking.descriptions
             resp.success = True
@@ -202,7 +223,7 @@ class LLMNode(Node):
             episodes = [episode_from_msg(m) for m in req.episodes]
             analysis, proposal = self.client.analyze_failure(
                 req.task, template, theta, episodes, req.success_rate, req.rank_agreement,
-                req.task_description)
+                req.task_description, episode_frames=self._frames(req.episodes))
             resp.analysis = analysis
             resp.param_names = list(proposal)
             resp.param_values = [float(v) for v in proposal.values()]

@@ -5,6 +5,7 @@ hangs, the usage topic, and no key in the transcript or the node's output."""
 import json
 import os
 
+import numpy as np
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
@@ -127,3 +128,65 @@ def test_scripted_backend_over_ros(tmp_path, make_episode):
                 episode_to_msg(eps[0])], success_rate=0.0, rank_agreement=0.95))
         assert resp.success and dict(zip(resp.param_names, resp.param_values)) == {
             'w_push': pytest.approx(20.0)}
+
+
+def _with_key_frames(msg, colors):
+    """An Episode message carrying one JPEG key frame per colour, at steps 0, 50, 99."""
+    from selfalign_policy import contract_msgs as cm
+
+    for step, color in zip((0, 50, 99), colors):
+        frame = np.zeros((48, 64, 3), np.uint8)
+        frame[:] = color
+        msg.key_frames.append(cm.jpeg_msg(frame, 0))
+        msg.key_frame_steps.append(step)
+    return msg
+
+
+@pytest.mark.parametrize('vision', [True, False])
+def test_vision_sends_each_episodes_key_frames_labelled_over_http(tmp_path, touch_episodes,
+                                                                   vision):
+    import base64
+
+    import cv2
+
+    transcript = tmp_path / 'transcript.jsonl'
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    episodes = [_with_key_frames(episode_to_msg(e), colors) for e in touch_episodes]
+    with FakeOpenAIServer() as server, TestNode('llm_vision_probe') as probe, \
+            NodeProcess('selfalign_llm', 'llm_node', params={
+                'backend': 'openai', 'model': 'fake-vision', 'base_url': server.base_url,
+                'vision': vision, 'max_retries': 0, 'outer_retries': 0,
+                'transcript_path': str(transcript)}) as node:
+        server.push({'reply': RANK_OK})
+        resp = probe.call(RankTrajectories, '/selfalign/rank_trajectories',
+                          RankTrajectories.Request(task='touch', episodes=episodes),
+                          timeout_s=30)
+        assert resp.success, resp.message + node.output()
+    content = server.requests[0]['messages'][-1]['content']
+    if not vision:
+        assert isinstance(content, str)  # text only: no image parts at all
+        assert read_transcript(transcript)[0]['images'] == []
+        return
+    labels = [p['text'] for p in content if p['type'] == 'text'][1:]
+    urls = [p['image_url']['url'] for p in content if p['type'] == 'image_url']
+    assert labels == [f'Episode {i}, step {s}:' for i in range(1, 5) for s in (0, 50, 99)]
+    assert len(urls) == 12
+    png = np.frombuffer(base64.b64decode(urls[1].split(',', 1)[1]), np.uint8)
+    rgb = cv2.imdecode(png, cv2.IMREAD_COLOR)[24, 32, ::-1]
+    assert np.abs(rgb.astype(int) - (0, 255, 0)).max() < 20  # episode 1, step 50: green
+    recorded = read_transcript(transcript)[0]['images']
+    assert len(recorded) == 12 and all(len(im['sha256']) == 16 for im in recorded)
+    assert 'base64' not in transcript.read_text()  # references, not bytes
+
+
+def test_scripted_teacher_says_it_ignores_key_frames(make_episode):
+    eps = [_with_key_frames(episode_to_msg(make_episode('push', approach=1.0, force=0.5,
+                                                        push=p)), [(9, 9, 9)] * 3)
+           for p in (0.0, 1.0)]
+    with TestNode('llm_probe3') as probe, NodeProcess('selfalign_llm', 'llm_node', params={
+            'backend': 'scripted', 'vision': True, 'teacher_beta': 0.0,
+            'teacher_mistake_rate': 0.0}) as node:
+        resp = probe.call(RankTrajectories, '/selfalign/rank_trajectories',
+                          RankTrajectories.Request(task='push', episodes=eps), timeout_s=30)
+        assert resp.success and list(resp.ranks) == [1, 0]
+        assert 'key frames are ignored' in node.output()

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header
 
 from selfalign_policy.contract import BASE_FRAME, CAMERA_FRAME, FINGER_JOINTS
@@ -211,6 +211,33 @@ def image_msg(rgb: np.ndarray, stamp: Time | int, frame_id: str = CAMERA_FRAME) 
                 is_bigendian=0, step=3 * w)
     msg.data = rgb.tobytes()
     return msg
+
+
+def jpeg_msg(rgb: np.ndarray, stamp: Time | int, frame_id: str = CAMERA_FRAME,
+             quality: int = 85) -> CompressedImage:
+    """uint8 (H, W, 3) RGB -> sensor_msgs/CompressedImage, format 'jpeg'."""
+    import cv2
+
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f'image must be uint8 (H, W, 3), got shape {rgb.shape}')
+    ok, buf = cv2.imencode('.jpg', rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError('JPEG encoding failed')
+    msg = CompressedImage(header=make_header(stamp, frame_id), format='jpeg')
+    msg.data = buf.tobytes()
+    return msg
+
+
+def compressed_array(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg or png) -> uint8 (H, W, 3) RGB."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f'compressed image ({msg.format!r}, {len(msg.data)} bytes) cannot be '
+                         'decoded; send jpeg or png')
+    return np.ascontiguousarray(img[:, :, ::-1])
 
 
 def image_array(msg: Image) -> np.ndarray:

@@ -21,10 +21,18 @@ Parameters:
     checkpoint_every_steps (int, 10000), eval_every_steps (int, 5000), eval_episodes (int, 5).
     hidden_dim (int, 256), lr (double, 1e-4), batch_size (int, 256), num_expl_steps (int, 2000),
     update_every_steps (int, 2), stddev_steps (int, 100000), replay_capacity (int, 100000),
+    replay_memory_mb (int, 0): size the replay from a memory budget instead (pixels: ~21 KB a
+        transition, so 2048 MiB hold ~100k); the capacity it implies is logged, and a budget
+        that holds fewer than two episodes or exceeds the memory available is refused naming
+        the parameter.
     device (string, 'cpu'): DrQ-v2 hyper-parameters (see config.py).
     state_timeout_s (double, 2.0): a robot silent this long mid-episode aborts the episode (it
         stopped or restarted); training resumes with a reset once a driver serves again.
     stats_every_updates (int, 100): publish update metrics every this many updates.
+    key_frames (int, 0): attach K camera frames, spread over the episode, to every Episode
+        (JPEG, for a vision LLM); they come from key_frames_topic, stamped like the states
+        (the PyBullet bridge publishes them with key_frame_every_steps > 0). 0 = none.
+    key_frames_topic (string, 'camera/video/image_raw'): where the key frames come from.
     videos_per_eval (int, 1): the first this many evaluation episodes of each round
         are reset with ResetEpisode.render_video (the driver films them for monitor_node's
         evaluation videos); 0 = none.
@@ -87,6 +95,8 @@ from selfalign_interfaces.srv import ResetEpisode
 from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as cm
 from selfalign_policy.config import ConfigError, DrQV2Config
+from selfalign_policy.frame_buffer import FrameBuffer
+from selfalign_policy.replay import capacity_for_memory, slot_bytes
 from selfalign_policy.robot_env import EnvStoppedError, RobotContractEnv, StateSync
 from selfalign_policy.safety import (
     DeployedPolicy,
@@ -105,9 +115,25 @@ from selfalign_reward.msgs import episode_to_msg, spec_from_msg
 POLICY_STATS = '/selfalign/policy_stats'
 ESTOP = '/selfalign/estop'
 ESTOP_RELEASE = '/selfalign/estop_release'
+#: Camera frames kept while an episode runs, for its key frames (the newest; ~230 KB each).
+KEY_FRAME_BUFFER_MB = 64
+#: Side of the pixel observations (the driver's camera publishes this size).
+PIXEL_SIZE_PX = 84
 _LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _available_mb() -> float | None:
+    """MemAvailable from /proc/meminfo, MiB (None where there is no such file)."""
+    try:
+        with open('/proc/meminfo') as fh:
+            for line in fh:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def _desc(text: str, lo: float | None = None, hi: float | None = None,
@@ -156,6 +182,10 @@ class PolicyNode(Node):
         if p['obs'] == 'pixels':
             self.create_subscription(Image, C.CAMERA_IMAGE,
                                      lambda m: self._on_state('image', m), sensor)
+        self._key_frames: FrameBuffer | None = None
+        if p['key_frames'] > 0:
+            self._key_frames = FrameBuffer(KEY_FRAME_BUFFER_MB * 2**20)
+            self.create_subscription(Image, p['key_frames_topic'], self._key_frames.put, 30)
         self.create_subscription(RewardSpec, C.REWARD_SPEC, self._on_spec, _LATCHED)
         self._reset_client = self.create_client(ResetEpisode, C.RESET_EPISODE)
         if p['reward_source'] == 'oracle':
@@ -178,6 +208,31 @@ class PolicyNode(Node):
         self.watchdog.put(kind, cm.stamp_ns(msg.header.stamp), time.monotonic())
 
     # ------------------------------------------------------------------ parameters
+    def _replay_capacity(self, p: dict[str, Any]) -> int:
+        """Replay slots from replay_memory_mb (or replay_capacity), checked against what fits."""
+        frame = (3, PIXEL_SIZE_PX, PIXEL_SIZE_PX) if p['obs'] == 'pixels' else (F.OBS_DIM,)
+        per = slot_bytes(frame, C.ACTION_DIM)
+        need = 2 * tasks.get_task(p['task']).episode_steps + 16
+        if p['replay_memory_mb'] > 0:
+            name, mb = 'replay_memory_mb', float(p['replay_memory_mb'])
+            capacity = capacity_for_memory(mb, frame, C.ACTION_DIM)
+            if capacity < need:
+                raise ValueError(
+                    f'parameter replay_memory_mb = {p["replay_memory_mb"]}: holds {capacity} '
+                    f'transitions of {per} bytes, fewer than two episodes ({need}); give at '
+                    f'least {need * per / 2**20:.1f} MiB')
+        else:
+            name, capacity = 'replay_capacity', int(p['replay_capacity'])
+            mb = capacity * per / 2**20
+        available = _available_mb()
+        if available is not None and mb > available:
+            raise ValueError(f'parameter {name}: the replay needs {mb:.0f} MiB but only '
+                             f'{available:.0f} MiB of memory are available; lower it (or set '
+                             'replay_memory_mb to a budget that fits)')
+        self.get_logger().info(f'replay: {capacity} transitions of {per} bytes = {mb:.0f} MiB '
+                               f'(from {name})')
+        return capacity
+
     def _declare_all(self) -> dict[str, Any]:
         specs = [
             ('task', 'touch', _desc('task: touch | grasp_lift | push')),
@@ -206,11 +261,18 @@ class PolicyNode(Node):
             ('stddev_steps', 30000, _desc('env steps of the exploration std schedule '
                                           'linear(1.0, 0.1, N)', 1, 10**9, True)),
             ('replay_capacity', 100000, _desc('replay slots', 16, 10**8, True)),
+            ('replay_memory_mb', 0, _desc('size the replay from this memory budget, MiB (the '
+                                          'capacity it implies is logged); 0 = use '
+                                          'replay_capacity', 0, 10**7, True)),
             ('device', 'cpu', _desc('cpu | cuda | auto')),
             ('state_timeout_s', 2.0, _desc('abort the episode (then reset) when the robot is '
                                            'silent this long mid-episode, s', 0.05, 600.0)),
             ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
                                                10**6, True)),
+            ('key_frames', 0, _desc('camera frames per Episode for a vision LLM (0 = none)',
+                                    0, 64, True)),
+            ('key_frames_topic', 'camera/video/image_raw',
+             _desc('topic of the key frames (sensor_msgs/Image)')),
             ('videos_per_eval', 1, _desc('evaluation episodes per round the driver is '
                                                  'asked to film (render_video)', 0, 1000,
                                                  True)),
@@ -247,7 +309,7 @@ class PolicyNode(Node):
                           'batch_size': p['batch_size'], 'num_expl_steps': p['num_expl_steps'],
                           'update_every_steps': p['update_every_steps'],
                           'stddev_steps': p['stddev_steps'], 'device': p['device']},
-                'replay': {'capacity': p['replay_capacity']},
+                'replay': {'capacity': self._replay_capacity(p)},
                 'trainer': {'total_env_steps': p['total_env_steps'], 'seed': p['seed'],
                             'eval_every_steps': p['eval_every_steps'],
                             'eval_episodes': p['eval_episodes'],
@@ -356,10 +418,28 @@ class PolicyNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.start_stamp = cm.ns_to_stamp(int(data.extra.get('start_stamp_ns', 0)))
         msg.end_stamp = cm.ns_to_stamp(int(data.extra.get('end_stamp_ns', 0)))
+        if self._key_frames is not None:
+            self._attach_key_frames(msg, data.extra.get('stamps_ns') or [])
         self._pub_episode.publish(msg)
         self._publish_stats({'kind': 'episode', 'episode_index': data.episode_index,
                              'env_step': data.env_step, 'return': data.extra['return'],
                              'success': data.success, 'evaluation': data.evaluation})
+
+    def _attach_key_frames(self, msg: Episode, stamps: list[int]) -> None:
+        """Up to ``key_frames`` frames stamped like this episode's states, evenly spread."""
+        if len(stamps) < 2:
+            return
+        step_of = {s: k for k, s in enumerate(stamps)}
+        frames = [(step_of[s], m) for s, m in
+                  self._key_frames.stamped_between(stamps[0], stamps[-1], include_start=True)
+                  if s in step_of]
+        k = self._p['key_frames']
+        if len(frames) > k:
+            frames = [frames[round(i * (len(frames) - 1) / max(1, k - 1))] for i in range(k)]
+        for step, image in frames:
+            msg.key_frames.append(cm.jpeg_msg(cm.image_array(image), image.header.stamp,
+                                              image.header.frame_id))
+            msg.key_frame_steps.append(int(step))
 
     def _publish_stats(self, payload: dict[str, Any]) -> None:
         self._pub_stats.publish(String(data=json.dumps(payload)))
@@ -394,7 +474,8 @@ class PolicyNode(Node):
                 self.trainer.save(ckpt)
             log.info(f'training done: {self.trainer.env_step} env steps, '
                      f'{self.trainer.update_count} updates')
-            self._publish_stats({'kind': 'done', 'env_step': self.trainer.env_step})
+            self._publish_stats({'kind': 'done', 'env_step': self.trainer.env_step,
+                                 'aborted_episodes': self.trainer.aborted_episodes})
         except EnvStoppedError:
             log.info('training stopped (shutdown)')
         except Exception as exc:  # noqa: BLE001 - report, never kill the executor silently

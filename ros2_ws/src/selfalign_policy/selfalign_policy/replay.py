@@ -34,6 +34,22 @@ SCALE_ROWS = 10_000
 RewardFn = Callable[[np.ndarray], np.ndarray]
 
 
+def slot_bytes(frame_shape: tuple[int, ...], action_dim: int, feature_dim: int = FEATURE_DIM,
+               obs_dtype: Any = None) -> int:
+    """Bytes one replay slot takes (an observation, its action, features and bookkeeping)."""
+    if obs_dtype is None:
+        obs_dtype = np.uint8 if len(frame_shape) == 3 else np.float32
+    obs = int(np.prod(frame_shape)) * np.dtype(obs_dtype).itemsize
+    return obs + 4 * int(action_dim) + 4 * int(feature_dim) + 3 + 8 + 8
+
+
+def capacity_for_memory(memory_mb: float, frame_shape: tuple[int, ...], action_dim: int,
+                        feature_dim: int = FEATURE_DIM, obs_dtype: Any = None) -> int:
+    """Slots that fit in ``memory_mb`` MiB (the sample buffers come on top: a few MB)."""
+    per = slot_bytes(frame_shape, action_dim, feature_dim, obs_dtype)
+    return int(float(memory_mb) * 2**20 // per)
+
+
 class Batch(NamedTuple):
     """A sampled batch (numpy views of buffers reused by the next ``sample`` call)."""
 

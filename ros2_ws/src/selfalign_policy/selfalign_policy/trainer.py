@@ -7,7 +7,8 @@ robot-contract env. Contract the loop relies on: ``reset(seed=..., options=...) 
 ``info['features']`` the packed reward-input features of the step (FEATURE_DIM,), optionally
 ``info['success']`` (per-step task condition), ``info['is_success']``, ``info['block_rest_z']``,
 ``info['stamp_ns']`` (the driver-clock stamp of the state: the episode's extra then carries
-``start_stamp_ns`` / ``end_stamp_ns``).
+``start_stamp_ns`` / ``end_stamp_ns`` and ``stamps_ns``, the stamp of the reset state and of
+each step's).
 The env's own reward is ignored: rewards come from ``reward_fn(packed (K, FEATURE_DIM)) -> (K,)``
 at replay-sample time, so ``set_reward_fn`` re-scores everything stored.
 Pixel envs return one frame (C, H, W); the loop stacks ``replay.frame_stack`` of them.
@@ -165,6 +166,7 @@ class Trainer:
         obs, info = self.env.reset(seed=seed, options={'evaluation': evaluation,
                                                        'eval_index': eval_index})
         start_stamp_ns = info.get('stamp_ns')
+        stamps = [start_stamp_ns]
         frames: deque[np.ndarray] = deque([obs], maxlen=self.replay.frame_stack)
         if not evaluation:
             self.replay.add_first(obs)
@@ -180,6 +182,7 @@ class Trainer:
                 raise KeyError("env info lacks 'features' (packed reward-input features of the "
                                'step, FEATURE_DIM floats): the trainer computes rewards from them')
             frames.append(obs)
+            stamps.append(info.get('stamp_ns'))
             feats.append(np.asarray(info['features'], dtype=np.float32))
             actions.append(action)
             flags.append(bool(info.get('success', False)))
@@ -202,7 +205,8 @@ class Trainer:
                    'terminated': bool(terminated)})
         if start_stamp_ns is not None and 'stamp_ns' in info:  # a driver's clock (ROS route)
             data.extra.update(start_stamp_ns=int(start_stamp_ns),
-                              end_stamp_ns=int(info['stamp_ns']))
+                              end_stamp_ns=int(info['stamp_ns']),
+                              stamps_ns=[int(s) for s in stamps if s is not None])
         if not evaluation:
             self.episode_index += 1
         if self.callbacks.on_episode_end is not None:

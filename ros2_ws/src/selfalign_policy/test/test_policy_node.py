@@ -195,3 +195,78 @@ def test_a_reward_that_breaks_its_bounds_on_real_data_is_dropped_and_training_go
     versions = [m.reward_version for m in probe.messages('/selfalign/episode')]
     assert versions[-1] == 7, versions  # the last episodes trained on the previous reward
     assert 'Traceback' not in out
+
+
+def test_pixel_policy_trains_over_ros_with_key_frames_checkpoints_and_resumes(tmp_path):
+    """obs:=pixels against the real bridge in lockstep: camera frames arrive with every state,
+    stack, train; key frames ride on the Episode messages; the replay is sized from its memory
+    budget; a checkpoint is written and the next start resumes from it."""
+    from selfalign_policy import contract_msgs as cm
+    from selfalign_policy.replay import capacity_for_memory
+
+    bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={
+        'mode': 'lockstep', 'publish_camera': True, 'key_frame_every_steps': 25})
+    params = {**PARAMS, 'obs': 'pixels', 'total_env_steps': 200, 'num_expl_steps': 50,
+              'batch_size': 8, 'checkpoint_every_steps': 100, 'key_frames': 3,
+              'replay_memory_mb': 64, 'run_dir': str(tmp_path), 'reward_source': 'oracle',
+              'state_timeout_s': 5.0}
+    policy = NodeProcess('selfalign_policy', 'policy_node', params=params)
+
+    def done(probe):
+        return any(json.loads(m.data).get('kind') == 'done'
+                   for m in probe.messages('/selfalign/policy_stats'))
+
+    with TestNode('pixel_probe') as probe:
+        probe.record(Episode, '/selfalign/episode', 50)
+        probe.record(String, '/selfalign/policy_stats', 200)
+        try:
+            bridge.start()
+            policy.start()
+            probe.wait_until(lambda: done(probe), 240, 'pixel training done')
+        except TimeoutError as exc:
+            policy.stop()
+            bridge.stop()
+            raise _fail(str(exc), bridge, policy) from None
+        policy.stop()
+        out = policy.output()
+        stats = [json.loads(m.data) for m in probe.messages('/selfalign/policy_stats')]
+        finished = next(s for s in stats if s['kind'] == 'done')
+        assert finished['env_step'] == 200 and finished['aborted_episodes'] == 0, out[-2000:]
+        assert any(s['kind'] == 'update' for s in stats)  # it trained on stacked frames
+        slots = capacity_for_memory(64, (3, 84, 84), 4)
+        assert f'replay: {slots} transitions' in out and 'from replay_memory_mb' in out
+        episode = probe.messages('/selfalign/episode')[0]
+        assert list(episode.key_frame_steps) == [0, 50, 100]  # 3 of the 5 published
+        frame = cm.compressed_array(episode.key_frames[1])
+        assert frame.shape == (240, 320, 3) and frame.std() > 5  # a real view, not blank
+        assert (tmp_path / 'checkpoint.pt').is_file()
+
+        # resume: the next start continues from the checkpoint's 200 steps to 300
+        resumed = NodeProcess('selfalign_policy', 'policy_node',
+                              params={**params, 'total_env_steps': 300, 'resume': True})
+        n_done = sum(json.loads(m.data).get('kind') == 'done'
+                     for m in probe.messages('/selfalign/policy_stats'))
+        try:
+            resumed.start()
+            probe.wait_until(lambda: sum(json.loads(m.data).get('kind') == 'done' for m in
+                                         probe.messages('/selfalign/policy_stats')) > n_done,
+                             240, 'resumed training done')
+        except TimeoutError as exc:
+            raise _fail(str(exc), bridge, resumed) from None
+        finally:
+            resumed.stop()
+            bridge.stop()
+        assert 'resumed from' in resumed.output() and 'at env step 200' in resumed.output()
+        last = [json.loads(m.data) for m in probe.messages('/selfalign/policy_stats')][-1]
+        assert last['kind'] == 'done' and last['env_step'] == 300
+
+
+@pytest.mark.parametrize('budget, words', [(1, 'fewer than two episodes'),
+                                           (10**7 - 1, 'of memory are available')])
+def test_a_replay_budget_that_cannot_fit_is_refused_naming_the_parameter(budget, words):
+    with NodeProcess('selfalign_policy', 'policy_node',
+                     params={**PARAMS, 'obs': 'pixels', 'replay_memory_mb': budget}) as policy:
+        code = policy.wait(60)
+        out = policy.output()
+    assert code == 2, out[-2000:]
+    assert 'replay_memory_mb' in out and words in out and 'Traceback' not in out

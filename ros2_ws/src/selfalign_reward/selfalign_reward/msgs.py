@@ -129,3 +129,17 @@ def spec_from_msg(msg: RewardSpec) -> tuple[RewardTemplate, dict[str, float], in
                          f'{len(names)} parameters')
     theta = {n: float(v) for n, v in zip(names, msg.param_values)}
     return template, theta, int(msg.version), msg.source
+
+
+def key_frames_from_msg(msg: Episode) -> list[tuple[int, np.ndarray]]:
+    """An Episode's key frames as (step, uint8 (H, W, 3) RGB); ValueError if one is unreadable."""
+    import cv2
+
+    out = []
+    for k, (image, step) in enumerate(zip(msg.key_frames, msg.key_frame_steps)):
+        bgr = cv2.imdecode(np.frombuffer(bytes(image.data), np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f'Episode.key_frames[{k}] ({image.format!r}, {len(image.data)} '
+                             'bytes) cannot be decoded; send jpeg or png')
+        out.append((int(step), np.ascontiguousarray(bgr[:, :, ::-1])))
+    return out

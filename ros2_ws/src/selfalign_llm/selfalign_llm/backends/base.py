@@ -29,6 +29,8 @@ class Request:
     messages: list[dict[str, Any]]
     context: dict[str, Any] = field(default_factory=dict)
     images: list[Any] = field(default_factory=list)
+    image_labels: list[str] = field(default_factory=list)
+    """Text placed before each image (e.g. 'Episode 2, step 50:'); empty = no labels."""
     timeout_s: float | None = None
     """What is left of the role call's deadline, s; a backend finishes (or fails) within it.
     None = the backend's own timeout."""

@@ -77,16 +77,20 @@ def png_data_url(image: np.ndarray) -> str:
     return 'data:image/png;base64,' + base64.b64encode(buf.tobytes()).decode('ascii')
 
 
-def with_images(messages: list[dict[str, Any]], images: list[np.ndarray]
-                ) -> list[dict[str, Any]]:
-    """Messages with ``images`` appended as image parts to the last user message."""
+def with_images(messages: list[dict[str, Any]], images: list[np.ndarray],
+                labels: list[str] | None = None) -> list[dict[str, Any]]:
+    """Messages with ``images`` appended as image parts to the last user message, each after
+    a text part with its label when ``labels`` are given."""
     if not images:
         return messages
     out = [dict(m) for m in messages]
     last = max(i for i, m in enumerate(out) if m['role'] == 'user')
     text = out[last]['content']
     parts = [{'type': 'text', 'text': text}] if isinstance(text, str) else list(text)
-    parts += [{'type': 'image_url', 'image_url': {'url': png_data_url(im)}} for im in images]
+    for k, im in enumerate(images):
+        if labels and labels[k]:
+            parts.append({'type': 'text', 'text': labels[k]})
+        parts.append({'type': 'image_url', 'image_url': {'url': png_data_url(im)}})
     out[last]['content'] = parts
     return out
 
@@ -115,7 +119,7 @@ class OpenAIBackend:
         oa = self._openai
         messages = request.messages
         if self.vision and request.images:
-            messages = with_images(messages, request.images)
+            messages = with_images(messages, request.images, request.image_labels)
         kwargs: dict[str, Any] = {'model': self.config.model, 'messages': messages,
                                   'temperature': float(self.config.temperature)}
         if self.config.max_tokens > 0:
