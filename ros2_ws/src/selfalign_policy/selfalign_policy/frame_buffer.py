@@ -8,8 +8,10 @@ a vision LLM) can take those stamped within an episode once the episode is over.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 import threading
+from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import Image
@@ -50,3 +52,14 @@ class FrameBuffer:
     def between(self, start_ns: int, end_ns: int) -> list[np.ndarray]:
         """RGB arrays of the frames stamped in (start_ns, end_ns], in stamp order."""
         return [cm.image_array(m) for _, m in self.stamped_between(start_ns, end_ns)]
+
+
+def pick_key_frames(stamped: list[tuple[int, Any]], state_stamps: list[int],
+                    k: int) -> list[tuple[int, Any]]:
+    """``k`` of the (stamp, frame) pairs, evenly spread over the episode, each as (step, frame):
+    the step of the latest state stamped at or before the frame (``state_stamps[0]`` is the
+    reset state, step 0), so a camera whose stamps are not the states' is placed right too."""
+    frames = [(max(0, bisect.bisect_right(state_stamps, s) - 1), m) for s, m in stamped]
+    if len(frames) > k:
+        frames = [frames[round(i * (len(frames) - 1) / max(1, k - 1))] for i in range(k)]
+    return frames

@@ -95,7 +95,7 @@ from selfalign_interfaces.srv import ResetEpisode
 from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as cm
 from selfalign_policy.config import ConfigError, DrQV2Config
-from selfalign_policy.frame_buffer import FrameBuffer
+from selfalign_policy.frame_buffer import FrameBuffer, pick_key_frames
 from selfalign_policy.replay import capacity_for_memory, slot_bytes
 from selfalign_policy.robot_env import EnvStoppedError, RobotContractEnv, StateSync
 from selfalign_policy.safety import (
@@ -426,17 +426,13 @@ class PolicyNode(Node):
                              'success': data.success, 'evaluation': data.evaluation})
 
     def _attach_key_frames(self, msg: Episode, stamps: list[int]) -> None:
-        """Up to ``key_frames`` frames stamped like this episode's states, evenly spread."""
+        """Up to ``key_frames`` frames stamped within this episode, evenly spread; each is
+        labelled with the step of the latest state at or before it (a real camera's stamps
+        need not equal the states')."""
         if len(stamps) < 2:
             return
-        step_of = {s: k for k, s in enumerate(stamps)}
-        frames = [(step_of[s], m) for s, m in
-                  self._key_frames.stamped_between(stamps[0], stamps[-1], include_start=True)
-                  if s in step_of]
-        k = self._p['key_frames']
-        if len(frames) > k:
-            frames = [frames[round(i * (len(frames) - 1) / max(1, k - 1))] for i in range(k)]
-        for step, image in frames:
+        stamped = self._key_frames.stamped_between(stamps[0], stamps[-1], include_start=True)
+        for step, image in pick_key_frames(stamped, stamps, self._p['key_frames']):
             msg.key_frames.append(cm.jpeg_msg(cm.image_array(image), image.header.stamp,
                                               image.header.frame_id))
             msg.key_frame_steps.append(int(step))
