@@ -138,7 +138,7 @@ def _check(c: BridgeConfig) -> None:
     if c.mode not in MODES:
         fail('mode', f'choose one of {MODES}')
     if not (math.isfinite(c.control_rate_hz) and 1.0 <= c.control_rate_hz <= 1000.0):
-        fail('control_rate_hz', 'must be in [1, 1000] Hz (10 is the METHOD.md rate)')
+        fail('control_rate_hz', 'must be in [1, 1000] Hz (the tasks are set up for 10 Hz)')
     if not (math.isfinite(c.command_timeout_s) and 0.0 < c.command_timeout_s <= 10.0):
         fail('command_timeout_s', 'must be in (0, 10] s')
     if c.mode == 'realtime' and c.command_timeout_s < 1.0 / c.control_rate_hz:

@@ -63,7 +63,8 @@ class ExperimentConfig:
     ``{'w_push': 20.0}``); each must lie inside its range."""
     # ---- outer loop (alignment_node parameters of the same names) ----
     reward_update_every_steps: int = 2_000
-    """Environment steps between reward updates (METHOD.md: 10k; shorter for short runs)."""
+    """Environment steps between reward updates (docs/method.md "Outer loop": 10k; shorter
+    for short runs)."""
     num_ranked: int = 8
     """K, episodes the LLM ranks per update."""
     mh_samples: int = 2_000

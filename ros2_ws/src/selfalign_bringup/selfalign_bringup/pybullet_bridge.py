@@ -1,9 +1,10 @@
-"""pybullet_bridge node: the PyBullet Panda scene behind exactly the robot contract (DESIGN.md).
+"""pybullet_bridge node: the PyBullet Panda scene behind exactly the robot contract.
 
 Thin wrapper: parameters -> ``bridge_core.BridgeConfig``; messages <-> arrays with
 ``selfalign_policy.contract_msgs``; stepping, command safety and timeouts in
 ``bridge_core.BridgeCore``.  Topic names are the contract's (``selfalign_policy.contract``),
-resolved relative to the node namespace, so ``__ns:=/robot1`` moves the whole contract.
+resolved relative to the node namespace, so ``__ns:=/robot1`` moves the whole contract
+(docs/design.md "Robot contract").
 
 Modes: ``lockstep`` (default) — every twist advances exactly one control period, then every
 state topic goes out once with the same stamp (= sim time, also on /clock); the gripper command is

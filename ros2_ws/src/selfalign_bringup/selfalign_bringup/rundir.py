@@ -1,6 +1,6 @@
 """Run directories: `runs/<time>-<task>/` with config, transcript, metrics, plots, checkpoints.
 
-Layout (DESIGN.md "Runs")::
+Layout (docs/design.md "Runs")::
 
     runs/20261121-193000-push/
       config.yaml          resolved configuration (every node's parameters), written once

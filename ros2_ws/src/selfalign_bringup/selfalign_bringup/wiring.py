@@ -26,7 +26,7 @@ LLM_BACKENDS = ('scripted', 'openai', 'replay')
 OBS_KINDS = ('state', 'pixels')
 DRIVERS = ('pybullet', 'external')
 
-#: Node name -> (package, executable). Executable == node name == module stem (STYLE.md).
+#: Node name -> (package, executable). The naming rule: executable == node name == module stem.
 NODES: dict[str, tuple[str, str]] = {
     'pybullet_bridge': ('selfalign_bringup', 'pybullet_bridge'),
     'policy_node': ('selfalign_policy', 'policy_node'),

@@ -54,7 +54,8 @@ class ClientConfig:
     """The whole budget of one role call (a proposal with its repairs, a ranking, a failure
     analysis): every request, retry, re-ask and wait fits in it, s."""
     require_plan: bool = True
-    """Require the step plan before the code in propose replies (METHOD.md)."""
+    """Require the step plan before the code in propose replies
+    (docs/method.md "Reward templates")."""
 
 
 def _one_deadline(method: Callable[..., T]) -> Callable[..., T]:

@@ -49,7 +49,7 @@ def describe_episode(episode: Any, task: str | None = None, success: bool | None
 
     ``episode``: EpisodeRecord, packed (T, FEATURE_DIM) features, or feature dict with leading
     axis T. ``task`` defaults to ``episode.task``; ``success`` to ``episode.success`` or, failing
-    that, the METHOD.md success definition on the features.
+    that, the success definition (docs/method.md "Task success") on the features.
     """
     f = episode_features(episode)
     task = task or getattr(episode, 'task', None)

@@ -15,7 +15,7 @@ from string import Template
 from selfalign_reward.features import describe_vocabulary
 from selfalign_reward.tasks import get_task
 
-#: Control period of the robot (METHOD.md: 10 Hz), s; quoted in the system prompt.
+#: Control period of the robot, s (10 Hz, docs/method.md "Task set-up"); in the system prompt.
 CONTROL_PERIOD_S = 0.1
 
 #: Prompt names -> files under selfalign_llm/prompts/.

@@ -1,4 +1,4 @@
-"""The robot contract (DESIGN.md) as constants and pure conversions; no rclpy.
+"""The robot contract (docs/design.md "Robot contract"): constants, pure conversions; no rclpy.
 
 What any driver offers and accepts, and how the policy's action maps onto commands. The PyBullet
 bridge, the policy node, the gym environments and the conformance suite all use this module, so a
@@ -42,9 +42,10 @@ class ActionScale:
     """How a policy action in [-1, 1]^4 becomes contract commands."""
 
     control_period_s: float = 0.1
-    """Control period (10 Hz, METHOD.md)."""
+    """Control period (10 Hz, docs/method.md "Task set-up")."""
     max_step_m: float = 0.03
-    """End-effector displacement per control step at |action| = 1 (a few cm, METHOD.md)."""
+    """End-effector displacement per control step at |action| = 1, m (docs/method.md
+    "Task set-up")."""
     gripper_open_m: float = 0.08
     """Finger width commanded for 'open' (Panda hand maximum)."""
     gripper_closed_m: float = 0.0
@@ -59,7 +60,7 @@ def action_to_command(action: np.ndarray, scale: ActionScale = ActionScale()
                       ) -> tuple[np.ndarray, float]:
     """Action (4,) in [-1, 1] -> (EE linear velocity (3,) m/s in the base frame, finger width m).
 
-    The gripper is binary (METHOD.md: open/close): action[3] > 0 closes.
+    The gripper is binary, open or closed (docs/method.md "Task set-up"): action[3] > 0 closes.
     """
     a = np.clip(np.asarray(action, dtype=np.float64).reshape(ACTION_DIM), -1.0, 1.0)
     velocity = a[:3] * scale.max_speed_mps

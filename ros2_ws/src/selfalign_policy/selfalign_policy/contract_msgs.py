@@ -1,7 +1,8 @@
 """Robot-contract ROS messages <-> numpy arrays; message types only, no rclpy nodes.
 
-Every driver-facing message of the robot contract (DESIGN.md) converts here, both ways, so the
-bridge, the policy node, the conformance suite and the benchmarks agree on units and frames:
+Every driver-facing message of the robot contract (docs/design.md "Robot contract") converts
+here, both ways, so the bridge, the policy node, the conformance suite and the benchmarks agree
+on units and frames:
 
 * ``sensor_msgs/JointState``: joints are looked up **by name**, never by index
   (``contract.FINGER_JOINTS`` for the gripper).  Positions rad / m, efforts N·m / N.

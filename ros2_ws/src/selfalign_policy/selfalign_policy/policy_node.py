@@ -19,8 +19,8 @@ Parameters:
     run_dir (string, ''): checkpoints go to <run_dir>/checkpoint.pt ('' = none).
     resume (bool, false): continue from <run_dir>/checkpoint.pt if it exists.
     checkpoint_every_steps (int, 10000), eval_every_steps (int, 5000), eval_episodes (int, 5).
-    hidden_dim (int, 256), lr (double, 1e-4), batch_size (int, 256), num_expl_steps (int, 2000),
-    update_every_steps (int, 2), stddev_steps (int, 100000), replay_capacity (int, 100000),
+    hidden_dim (int, 256), lr (double, 3e-4), batch_size (int, 256), num_expl_steps (int, 2000),
+    update_every_steps (int, 2), stddev_steps (int, 30000), replay_capacity (int, 100000),
     replay_memory_mb (int, 0): size the replay from a memory budget instead (pixels: ~21 KB a
         transition, so 2048 MiB hold ~100k); the capacity it implies is logged, and a budget
         that holds fewer than two episodes or exceeds the memory available is refused naming

@@ -1,7 +1,7 @@
 """Aligning reward parameters θ to LLM rankings: Boltzmann likelihood + Metropolis–Hastings.
 
-METHOD.md, outer loop. Given K episodes, the LLM's ranks (0 best, ties allowed) and a reward
-template R_θ:
+docs/method.md "Outer loop". Given K episodes, the LLM's ranks (0 best, ties allowed) and a
+reward template R_θ:
 
 * every ordered pair of different ranks (i better than j) is a preference τi ≻ τj;
 * episode returns under θ are z-scored across the ranked set (mean 0, std 1; all zeros when the
@@ -9,7 +9,9 @@ template R_θ:
 * P(τi ≻ τj | θ) = σ(β (z_i − z_j)), β = 0.9; log-likelihood = Σ log P over the pairs;
 * prior: independent Gaussians in the transformed space u (u = log θ for 'log' parameters, bounded
   to [log lower, log upper]; u = logit((θ − lower)/(upper − lower)) for 'linear' ones), centred
-  on the current θ with std ``prior_width`` × the range width in u (log: log(upper/lower);
+  on ``prior_center`` (the outer loop passes the LLM's belief: the template's initial θ or an
+  applied failure-analysis proposal, ``outer_loop.refit_theta``) with std ``prior_width`` × the
+  range width in u (log: log(upper/lower);
   linear: 6, i.e. logit 0.05..0.95). The posterior is defined over u, so no Jacobian enters;
 * random-walk Metropolis–Hastings in u, step size adapted toward acceptance ``target_accept``
   (Robbins–Monro) during burn-in and frozen afterwards; MAP = the visited state (start included)
@@ -190,7 +192,7 @@ class AlignmentProblem:
         fn: the reward function R_θ.
         episodes: packed features (K, T, FEATURE_DIM) or ``RewardFunction.prepare``'s result.
         ranks: (K,) LLM ranks, 0 best, ties allowed.
-        theta_center: prior centre (current θ); dict or array.
+        theta_center: prior centre; dict or array.
         beta: Boltzmann rationality.
         prior_width: prior std as a fraction of each parameter's transformed range width.
         groups: (K,) ranking id of each episode (0..G-1) when the episodes come from several
@@ -305,8 +307,8 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
     """Sample the posterior over θ and return its MAP, mean, spread and rank agreement.
 
     ``theta0`` is the chain's start (default: the template's initial values); ``prior_center``
-    the prior's centre (default: ``theta0``; failure analysis starts the chain at the LLM's
-    proposal while the prior stays on the current θ if the caller passes both). The proposal is
+    the prior's centre (default: ``theta0``; ``outer_loop.refit_theta`` passes the LLM's belief
+    and starts the chain at the current θ or a failure-analysis proposal). The proposal is
     u' = u + step · prior_std · N(0, I); ``init_step`` is the initial ``step``.
 
     ``chains`` chains run side by side from the same start, sharing the adapted step size; each

@@ -24,7 +24,7 @@ class EpisodeRecord:
         actions: float32 (T, A) in [-1, 1] (A = 4: dx, dy, dz, gripper).
         rewards: float32 (T,), the reward under ``reward_version`` while the episode ran.
         success_flags: bool (T,), per-step task success condition.
-        success: task success at episode end (METHOD.md definition).
+        success: task success at episode end (docs/method.md "Task success").
         block_rest_z: block centre height at rest, m.
         seed: reset seed of the episode.
         episode_index: running episode count of the run.

@@ -6,11 +6,12 @@ prompts (which list ``describe_vocabulary()``). It imports only numpy.
 
 Two layers:
 
-* **raw** quantities are what a driver offers through the robot contract (DESIGN.md):
-  poses from ``/ee_pose`` and ``/object_pose``, finger width and per-finger contact force from
-  ``/joint_states`` (finger joint position and effort), the goal from the reset reply, and what the
-  policy itself knows (its last action).  Velocities are finite differences of poses over the
-  control period, computed the same way in simulation and over ROS.
+* **raw** quantities are what a driver offers through the robot contract (docs/design.md
+  "Robot contract"): poses from ``/ee_pose`` and ``/object_pose``, finger width and per-finger
+  contact force from ``/joint_states`` (finger joint position and effort), the goal from the
+  reset reply, and what the policy itself knows (its last action).  Velocities are finite
+  differences of poses over the control period, computed the same way in simulation and over
+  ROS.
 * **features** are the raw quantities plus derived ones (shape-to-shape distances, lift height,
   goal distance).  ``compute_features`` turns a batch of raw dicts into features.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Edge length of the task block, m (METHOD.md: one 5 cm block).
+#: Edge length of the task block, m (one 5 cm block, docs/method.md "Task set-up").
 BLOCK_SIZE_M = 0.05
 #: Horizontal distance of the push point behind the block centre, m: where the fingertip centre
 #: of the closed Panda gripper sits while pushing (measured with the scripted pusher: 3.7-3.8 cm

@@ -10,7 +10,7 @@
   evenly spaced quantiles (best, worst and in between), so the LLM ranks a spread of behaviours;
 * ``success_rate`` over the recent window (evaluation episodes when there are any);
 * ``needs_failure_analysis``: the reward already agrees with the LLM (Kendall τ ≥ threshold) yet
-  success stays low -> ask the LLM what blocks success (METHOD.md);
+  success stays low -> ask the LLM what blocks success (docs/method.md "Failure analysis");
 * ``check_proposal`` validates the LLM's proposed θ against the template's ranges;
 * ``PreferenceMemory`` keeps every ranking so far (the ranked episodes' features and ranks, as
   PEBBLE/B-Pref keep their labels) with a fixed share of each ranking's pairs held out;

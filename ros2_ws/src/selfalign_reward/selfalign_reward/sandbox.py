@@ -1,6 +1,6 @@
 """Sandbox for LLM-written reward code: restricted globals, output checks, subprocess trial run.
 
-Three layers of defence (DESIGN.md "LLM-written code"):
+Three layers of defence (docs/design.md "LLM-written code"):
 
 1. ``template.parse_template`` rejects anything outside the AST allow-list before any code runs.
 2. ``compile_reward`` compiles the code rewritten by ``selfalign_reward.meter``: every operation

@@ -16,7 +16,7 @@ from selfalign_reward import tasks
 from selfalign_reward.episode import EpisodeRecord
 
 REST_Z = F.BLOCK_SIZE_M / 2  # block centre height at rest on a table at z = 0, m
-CONTROL_PERIOD_S = 0.1       # METHOD.md: 10 Hz control
+CONTROL_PERIOD_S = 0.1       # 10 Hz control (docs/method.md "Task set-up")
 
 
 def synthetic_episode(task: str = 'touch', steps: int = 100, *, reach_step: int = 30,

@@ -1,4 +1,4 @@
-"""Task definitions over the feature vocabulary: words, success (METHOD.md), ground-truth progress.
+"""Task words, success (docs/method.md "Task success") and ground-truth progress over features.
 
 Pure numpy. ``selfalign_bringup.sim`` builds the scenes; everything that *judges* an episode lives
 here so that the simulator, the policy's evaluation, the scripted teacher and the LLM's trajectory
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TOUCH_FORCE_N = 0.1         # a finger touches with normal force above this (METHOD.md)
+TOUCH_FORCE_N = 0.1         # a finger touches above this force, N (docs/method.md "Task success")
 LIFT_HEIGHT_M = 0.05        # grasp_lift: block raised at least this above rest
 GOAL_RADIUS_M = 0.05        # push: block centre within this of the goal at episode end
 PUSH_LIFT_TOLERANCE_M = 0.02  # push: "never lifting it" = block_lift stays below this
@@ -73,7 +73,7 @@ def longest_run(flags: np.ndarray) -> np.ndarray:
 
 
 def episode_success(task: str, f: dict[str, np.ndarray]) -> np.ndarray:
-    """Episode success (METHOD.md) from features of shape (..., T); bool of shape (...)."""
+    """Episode success (docs/method.md "Task success") from features (..., T); bool (...)."""
     cond = step_condition(task, f)
     if task == 'push':
         never_lifted = np.max(f['block_lift'], axis=-1) < PUSH_LIFT_TOLERANCE_M

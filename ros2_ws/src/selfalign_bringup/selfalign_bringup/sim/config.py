@@ -20,7 +20,7 @@ ROBOTS = ('panda',)
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Everything that shapes the simulated world; defaults are the METHOD.md set-up.
+    """Everything that shapes the simulated world; defaults: docs/method.md "Task set-up".
 
     Block mass/friction and the speed cap are chosen so that pushing is learnable: the spike's
     0.1 kg block with the default friction slid 20-50 cm when hit fast. What decides it is the

@@ -32,7 +32,7 @@ from selfalign_bringup.sim import camera
 from selfalign_bringup.sim.config import SimConfig
 from selfalign_reward import features
 
-#: PyBullet link indices of the pybullet_data Panda (METHOD.md pitfalls).
+#: PyBullet link indices of the pybullet_data Panda (docs/method.md "Simulator facts").
 ARM_JOINTS = (0, 1, 2, 3, 4, 5, 6)
 FINGER_JOINT_IDS = (9, 10)
 LEFT_FINGER_LINK = 9

@@ -1,4 +1,4 @@
-"""The scripted teacher: a *simulated* LLM for offline runs (METHOD.md, "Offline teacher").
+"""The scripted teacher: a *simulated* LLM for offline runs (docs/method.md "Scripted teacher").
 
 It answers the same prompts as a real LLM, in the same reply format, from structured context:
 
