@@ -205,7 +205,7 @@ def test_deploy_plan_external_driver_and_rehearsal(tmp_path):
     pol = ext[0].parameters
     assert pol['deploy'] is True and pol['checkpoint'] == '/x/checkpoint.pt'
     assert pol['use_sim_time'] is False and 'run_dir' not in pol
-    assert ('/object_pose', '/object_tracker/pose') in ext[0].remappings
+    assert ('object_pose', '/object_tracker/pose') in ext[0].remappings
     assert ext[1].parameters['mode'] == 'operator'
     sim = deploy_plan(DeployArgs(checkpoint='c.pt', driver='pybullet',
                                  rehearsal_latency_s=0.05, randomize=True))

@@ -212,3 +212,21 @@ def test_embedded_runner_ctrl_c_checkpoints_and_resumes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     steps = [int(r['env_step']) for r in _rows(run, 'episode')]
     assert steps[-1] == saved + 200 and steps[-2] == saved + 100, (saved, steps[-4:])
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_run_under_a_namespace_keeps_every_topic_there(tmp_path):
+    """`selfalign launch --namespace arm_0`: six processes, every node under /arm_0, every
+    topic and service relative, so the whole loop (bridge, policy, LLM, alignment, monitor)
+    runs there; the recording names the namespaced topics."""
+    run = tmp_path / 'run'
+    out = _finish(_start(*FAST, '--steps', '400', '--namespace', 'arm_0', '--run-dir', str(run)),
+                  120)
+    assert max(int(r['env_step']) for r in _rows(run, 'episode')) == 400, out[-3000:]
+    assert (run / 'checkpoint.pt').is_file()
+    from mcap_ros2.reader import read_ros2_messages
+    topics = {m.channel.topic for m in read_ros2_messages(str(run / 'recording.mcap'))}
+    assert '/arm_0/selfalign/episode' in topics and '/arm_0/joint_states' in topics, topics
+    assert all(t.startswith('/arm_0/') for t in topics), topics
+    assert yaml.safe_load((run / 'config.yaml').read_text())['/**']['namespace'] == 'arm_0'

@@ -66,8 +66,11 @@ class Driver:
     """Whether camera topics are expected."""
 
     def topic(self, contract_name: str) -> str:
-        """Contract name (absolute, contract.py) -> name under the driver namespace."""
-        return self.ns + contract_name
+        """Contract name (relative, selfalign_core.names) -> absolute name under the driver's
+        namespace ('/joint_states', '/robot1/joint_states'); absolute names stay as they are."""
+        if contract_name.startswith('/'):
+            return contract_name
+        return f'{self.ns}/{contract_name}'
 
 
 @pytest.fixture(scope='module')
@@ -76,6 +79,8 @@ def driver(request: pytest.FixtureRequest) -> Iterator[Driver]:
     mode = getattr(request.module, 'DRIVER_MODE', 'lockstep')
     params = dict(getattr(request.module, 'DRIVER_PARAMS', {}))
     ns = _namespace(request.config)
+    if not EXTERNAL and getattr(request.module, 'DRIVER_NS', ''):
+        ns = '/' + request.module.DRIVER_NS.strip('/')  # a module that checks a namespace
     if EXTERNAL:
         ext_mode = os.environ.get('SELFALIGN_DRIVER_MODE', 'realtime')
         if ext_mode != mode:
@@ -97,7 +102,7 @@ def probe(driver: Driver) -> Iterator[TestNode]:
     """A test node on a background executor, waiting until the driver's state topics are up."""
     node = TestNode('contract_probe')
     try:
-        from selfalign_policy import contract as C
+        from selfalign_core import contract as C
 
         topics = [driver.topic(t) for t in (C.JOINT_STATES, C.EE_POSE, C.EE_WRENCH,
                                             C.OBJECT_POSE)]

@@ -10,7 +10,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from selfalign_policy import contract as C
+from selfalign_core import contract as C
 from selfalign_policy import contract_msgs as M
 
 #: Contract state topics and their message types.

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from selfalign_core import contract as C
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as M
 
 pytestmark = pytest.mark.ros

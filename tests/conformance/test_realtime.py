@@ -20,7 +20,7 @@ from contract_checks import (
 import numpy as np
 import pytest
 
-from selfalign_policy import contract as C
+from selfalign_core import contract as C
 from selfalign_policy import contract_msgs as M
 
 pytestmark = pytest.mark.ros

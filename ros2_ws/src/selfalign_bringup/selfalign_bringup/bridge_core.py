@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from selfalign_bringup.rehearsal import RehearsalConfig
-from selfalign_policy.contract import ActionScale
+from selfalign_core.contract import ActionScale
 from selfalign_reward.tasks import TASKS
 
 MODES = ('lockstep', 'realtime')
@@ -38,7 +38,7 @@ _SCALE = ActionScale()
 #: Parameters a selfalign configuration's shared '/**' block may hold (every node receives
 #: them; each uses the ones it knows). Any other parameter given to the bridge is an error.
 SHARED_PARAMETERS = frozenset({'use_sim_time', 'task', 'seed', 'run_dir', 'resume',
-                               'videos_per_eval', 'llm_call_deadline_s'})
+                               'namespace', 'videos_per_eval', 'llm_call_deadline_s'})
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import yaml
 
 from selfalign_bringup import wiring
 from selfalign_bringup.rundir import RunDir
+from selfalign_core import names as N
 
 #: node name -> (module, class) of the node classes the embedded runner instantiates.
 NODE_CLASSES = {
@@ -84,6 +85,7 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
     t.add_argument('--replay-transcript', default='', help='transcript.jsonl for --llm replay')
     t.add_argument('--obs', default='state', choices=wiring.OBS_KINDS)
     t.add_argument('--vision', action='store_true', help=wiring.ARG_HELP['vision'])
+    t.add_argument('--namespace', default='', help=wiring.ARG_HELP['namespace'])
     t.add_argument('--run-dir', default='', help='default: runs/<time>-<task>')
     t.add_argument('--runs-root', default='runs', help='parent of new run directories')
     t.add_argument('--resume', default='', metavar='RUN_DIR',
@@ -103,7 +105,8 @@ def prepare(ns: argparse.Namespace) -> tuple[RunDir, dict[str, dict[str, Any]], 
         args = wiring.Args(task=ns.task, llm=ns.llm, model=ns.model, base_url=ns.base_url,
                            obs=ns.obs, seed=ns.seed, run_dir=ns.run_dir,
                            replay_transcript=ns.replay_transcript,
-                           vision=bool(getattr(ns, 'vision', False)))
+                           vision=bool(getattr(ns, 'vision', False)),
+                           namespace=getattr(ns, 'namespace', ''))
         try:
             args.validate()
         except wiring.ConfigError as exc:
@@ -125,13 +128,11 @@ class Progress:
     """Reads the run's topics, drives a tqdm bar, and signals when the policy says it is done."""
 
     def __init__(self, node, total_steps: int, start_step: int, show: bool):
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import String
 
+        from selfalign_core.qos import LATCHED
         from selfalign_interfaces.msg import Episode, RewardSpec
 
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.total = total_steps
         self.step = start_step
         self.done = threading.Event()
@@ -143,11 +144,11 @@ class Progress:
             from tqdm import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, unit='step',
                              dynamic_ncols=True, desc='train')
-        node.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50)
-        node.create_subscription(RewardSpec, '/selfalign/reward_spec', self._on_spec, latched)
-        node.create_subscription(String, '/selfalign/llm_usage', self._on_usage, 10)
+        node.create_subscription(Episode, N.EPISODE, self._on_episode, 50)
+        node.create_subscription(RewardSpec, N.REWARD_SPEC, self._on_spec, LATCHED)
+        node.create_subscription(String, N.LLM_USAGE, self._on_usage, 10)
         # The policy announces the end after its final checkpoint is written.
-        node.create_subscription(String, '/selfalign/policy_stats', self._on_stats, 10)
+        node.create_subscription(String, N.POLICY_STATS, self._on_stats, 10)
 
     def _on_episode(self, msg) -> None:
         if not msg.evaluation:
@@ -231,13 +232,14 @@ def launch(ns: argparse.Namespace) -> int:
     run, config, steps = prepare(ns)
     _ros_environment()
     params = wiring.params_file(config, run.path / 'params.yaml')
-    args = wiring.Args(task=config['/**']['task'])
+    namespace = str(config['/**'].get('namespace') or '')
+    args = wiring.Args(task=config['/**']['task'], namespace=namespace)
     procs: list[subprocess.Popen] = []
     import rclpy
     print(f'selfalign: launching {config["/**"]["task"]} for {steps} env steps (one process '
           f'per node); run directory {run.path}', file=sys.stderr, flush=True)
     rclpy.init()
-    node = rclpy.create_node('selfalign_launch_progress')
+    node = rclpy.create_node('selfalign_launch_progress', namespace=f'/{namespace}')
     progress = Progress(node, steps, run.last_env_step(), not ns.no_progress)
     interrupted = False
     try:
@@ -285,7 +287,9 @@ def train(ns: argparse.Namespace) -> int:
 
     print(f'selfalign: training {config["/**"]["task"]} for {steps} env steps; '
           f'run directory {run.path}', file=sys.stderr, flush=True)
-    rclpy.init(args=['--ros-args', '--params-file', str(params)])
+    namespace = str(config['/**'].get('namespace') or '')
+    remap_ns = ['-r', f'__ns:=/{namespace}'] if namespace else []
+    rclpy.init(args=['--ros-args', '--params-file', str(params), *remap_ns])
     nodes: dict[str, Any] = {}
     executor = MultiThreadedExecutor(num_threads=3)
     progress = None

@@ -64,6 +64,7 @@ def _nodes(context, task: str):
     for node in plan(args, config):
         # one node gone (crashed, or failed its parameters) ends the run: none is left orphaned
         actions.append(Node(package=node.package, executable=node.executable, name=node.name,
+                            namespace=node.namespace or None,
                             parameters=[node.parameters], remappings=node.remappings,
                             output='screen', emulate_tty=True,
                             on_exit=Shutdown(reason=f'{node.name} exited')))

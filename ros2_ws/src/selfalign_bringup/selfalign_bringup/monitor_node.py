@@ -43,32 +43,30 @@ from geometry_msgs.msg import Point, PoseStamped
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from selfalign_bringup.recording import recover, TopicRecorder
 from selfalign_bringup.rundir import plot_run, RunDir
 from selfalign_bringup.video import write_camera_video, write_episode_video
+from selfalign_core import names as N
 from selfalign_core.executors import run_node
+from selfalign_core.qos import LATCHED
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_policy import contract_msgs as cm
 from selfalign_policy.frame_buffer import FrameBuffer
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
 #: Topics recorded into the run's MCAP file, with their types.
 RECORDED_TOPICS = {
-    '/joint_states': 'sensor_msgs/msg/JointState',
-    '/ee_pose': 'geometry_msgs/msg/PoseStamped',
-    '/ee_wrench': 'geometry_msgs/msg/WrenchStamped',
-    '/object_pose': 'geometry_msgs/msg/PoseStamped',
-    '/servo_node/delta_twist_cmds': 'geometry_msgs/msg/TwistStamped',
-    '/gripper_controller/commands': 'std_msgs/msg/Float64MultiArray',
-    '/selfalign/reward_spec': 'selfalign_interfaces/msg/RewardSpec',
-    '/selfalign/episode': 'selfalign_interfaces/msg/Episode',
-    '/selfalign/alignment_report': 'selfalign_interfaces/msg/AlignmentReport',
+    N.JOINT_STATES: 'sensor_msgs/msg/JointState',
+    N.EE_POSE: 'geometry_msgs/msg/PoseStamped',
+    N.EE_WRENCH: 'geometry_msgs/msg/WrenchStamped',
+    N.OBJECT_POSE: 'geometry_msgs/msg/PoseStamped',
+    N.TWIST_CMD: 'geometry_msgs/msg/TwistStamped',
+    N.GRIPPER_CMD: 'std_msgs/msg/Float64MultiArray',
+    N.REWARD_SPEC: 'selfalign_interfaces/msg/RewardSpec',
+    N.EPISODE: 'selfalign_interfaces/msg/Episode',
+    N.ALIGNMENT_REPORT: 'selfalign_interfaces/msg/AlignmentReport',
 }
 
 
@@ -121,16 +119,16 @@ class MonitorNode(Node):
         self._episodes = 0
         self._recent_success: deque[bool] = deque(maxlen=20)
 
-        self._pub = self.create_publisher(MarkerArray, '/selfalign/markers', 10)
+        self._pub = self.create_publisher(MarkerArray, N.MARKERS, 10)
         best_effort = rclpy.qos.qos_profile_sensor_data
-        self.create_subscription(PoseStamped, '/ee_pose', self._on_ee, best_effort)
-        self.create_subscription(PoseStamped, '/object_pose',
+        self.create_subscription(PoseStamped, N.EE_POSE, self._on_ee, best_effort)
+        self.create_subscription(PoseStamped, N.OBJECT_POSE,
                                  lambda m: setattr(self, '_block', m), best_effort)
-        self.create_subscription(PoseStamped, '/selfalign/goal_pose',
+        self.create_subscription(PoseStamped, N.GOAL_POSE,
                                  lambda m: setattr(self, '_goal', m), LATCHED)
-        self.create_subscription(RewardSpec, '/selfalign/reward_spec', self._on_spec, LATCHED)
-        self.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50)
-        self.create_subscription(AlignmentReport, '/selfalign/alignment_report',
+        self.create_subscription(RewardSpec, N.REWARD_SPEC, self._on_spec, LATCHED)
+        self.create_subscription(Episode, N.EPISODE, self._on_episode, 50)
+        self.create_subscription(AlignmentReport, N.ALIGNMENT_REPORT,
                                  self._on_report, 10)
         if run_dir and self._videos_per_eval > 0 and video_topic:
             self.create_subscription(Image, video_topic, self._frames.put, 30)
@@ -146,13 +144,14 @@ class MonitorNode(Node):
             self._recover_recordings()
             topics = dict(RECORDED_TOPICS)
             if record_camera:
-                topics['/camera/image_raw'] = 'sensor_msgs/msg/Image'
+                topics[N.CAMERA_IMAGE] = 'sensor_msgs/msg/Image'
             self._recorder = TopicRecorder(self._run.new_recording_path())
             for topic, type_name in topics.items():
-                self._recorder.add_topic(topic, type_name)
-                qos = LATCHED if topic == '/selfalign/reward_spec' else 50
+                full = self.resolve_topic_name(topic)  # the recording names the real topic
+                self._recorder.add_topic(full, type_name)
+                qos = LATCHED if topic == N.REWARD_SPEC else 50
                 self.create_subscription(_type_of(type_name), topic,
-                                         self._recorder_callback(topic), qos, raw=True)
+                                         self._recorder_callback(full), qos, raw=True)
         self.create_timer(0.1, self._publish_markers)
         # Plotting takes ~1 s of matplotlib: never in a callback. Requests coalesce.
         self._plot_request = threading.Event()

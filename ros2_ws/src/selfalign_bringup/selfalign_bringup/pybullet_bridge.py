@@ -2,7 +2,7 @@
 
 Thin wrapper: parameters -> ``bridge_core.BridgeConfig``; messages <-> arrays with
 ``selfalign_policy.contract_msgs``; stepping, command safety and timeouts in
-``bridge_core.BridgeCore``.  Topic names are the contract's (``selfalign_policy.contract``),
+``bridge_core.BridgeCore``.  Topic names are the contract's (``selfalign_core.contract``),
 resolved relative to the node namespace, so ``__ns:=/robot1`` moves the whole contract
 (docs/design.md "Robot contract").
 
@@ -71,7 +71,7 @@ from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
@@ -86,23 +86,14 @@ from selfalign_bringup.bridge_core import (
     with_overrides,
 )
 from selfalign_bringup.rehearsal import CommandTimeline
+from selfalign_core import contract as C
 from selfalign_core.executors import run_node
+from selfalign_core.qos import LATCHED, RELIABLE
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as M
 from selfalign_reward.tasks import TASKS
 
-
-def _rel(name: str) -> str:
-    """Contract names are absolute; publish them relative to the node namespace."""
-    return name.lstrip('/')
-
-
-GOAL_POSE = 'selfalign/goal_pose'
 _NO_EVENTS = PublisherEventCallbacks(use_default_callbacks=False)
-_RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _frange(lo: float, hi: float) -> list[FloatingPointRange]:
@@ -127,27 +118,27 @@ class PyBulletBridge(Node):
 
         # State publishers skip rclpy's default QoS-event handlers: one waitable less each in
         # every executor wait (lockstep speed); a mismatched subscriber still warns on its side.
-        state = (_RELIABLE, _NO_EVENTS)
+        state = (RELIABLE, _NO_EVENTS)
         self._pub_joints = self._state_pub(JointState, C.JOINT_STATES, *state)
         self._pub_ee = self._state_pub(PoseStamped, C.EE_POSE, *state)
         self._pub_wrench = self._state_pub(WrenchStamped, C.EE_WRENCH, *state)
         self._pub_object = self._state_pub(PoseStamped, C.OBJECT_POSE, *state)
         self._pub_clock = self._state_pub(Clock, C.CLOCK, *state)
-        self._pub_goal = self.create_publisher(PoseStamped, GOAL_POSE, _LATCHED)
+        self._pub_goal = self.create_publisher(PoseStamped, C.GOAL_POSE, LATCHED)
         if self.cfg.publish_camera:
-            self._pub_image = self.create_publisher(Image, _rel(C.CAMERA_IMAGE), _RELIABLE)
-            self._pub_info = self.create_publisher(CameraInfo, _rel(C.CAMERA_INFO), _RELIABLE)
+            self._pub_image = self.create_publisher(Image, C.CAMERA_IMAGE, RELIABLE)
+            self._pub_info = self.create_publisher(CameraInfo, C.CAMERA_INFO, RELIABLE)
         self._film = False  # this episode's states are filmed on camera/video/image_raw
         if self.cfg.video_width_px:
-            self._pub_video = self.create_publisher(Image, _rel(C.VIDEO_IMAGE), _RELIABLE)
+            self._pub_video = self.create_publisher(Image, C.VIDEO_IMAGE, RELIABLE)
         # Gripper first: when both commands are waiting, the executor takes them in creation
         # order, so a gripper command sent just before a twist is applied with that twist.
         self.command_subscriptions = [
-            (self.create_subscription(Float64MultiArray, _rel(C.GRIPPER_CMD),
-                                      self._on_gripper, _RELIABLE), self._on_gripper),
-            (self.create_subscription(TwistStamped, _rel(C.TWIST_CMD), self._on_twist,
-                                      _RELIABLE), self._on_twist)]
-        self.create_service(ResetEpisode, _rel(C.RESET_EPISODE), self._on_reset)
+            (self.create_subscription(Float64MultiArray, C.GRIPPER_CMD,
+                                      self._on_gripper, RELIABLE), self._on_gripper),
+            (self.create_subscription(TwistStamped, C.TWIST_CMD, self._on_twist,
+                                      RELIABLE), self._on_twist)]
+        self.create_service(ResetEpisode, C.RESET_EPISODE, self._on_reset)
         if not self._core.lockstep:
             # Wall (steady) clock: with use_sim_time the node clock would follow our own /clock,
             # which only advances when this timer fires.
@@ -160,7 +151,7 @@ class PyBulletBridge(Node):
 
     def _state_pub(self, msg_type: type, contract_name: str, qos: QoSProfile,
                    events: PublisherEventCallbacks):
-        return self.create_publisher(msg_type, _rel(contract_name), qos, event_callbacks=events)
+        return self.create_publisher(msg_type, contract_name, qos, event_callbacks=events)
 
     # ------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> BridgeConfig:

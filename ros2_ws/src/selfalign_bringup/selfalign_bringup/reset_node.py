@@ -52,21 +52,19 @@ import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from selfalign_core import contract as C
+from selfalign_core import names as N
 from selfalign_core.executors import run_node
+from selfalign_core.qos import LATCHED, RELIABLE
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as M
 
-GOAL_POSE = '/selfalign/goal_pose'
 MODES = ('scripted', 'operator')
-_RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def home_velocity(ee_pos_m: np.ndarray, home_m: np.ndarray, gain_per_s: float,
@@ -129,10 +127,10 @@ class ResetNode(Node):
                                       (WrenchStamped, C.EE_WRENCH, 'ee_wrench')):
             self.create_subscription(msg_type, topic,
                                      lambda m, k=kind: self._store(k, m), sensor)
-        self.create_subscription(PoseStamped, GOAL_POSE, lambda m: self._store('goal', m),
-                                 _LATCHED)
-        self._pub_twist = self.create_publisher(TwistStamped, C.TWIST_CMD, _RELIABLE)
-        self._pub_grip = self.create_publisher(Float64MultiArray, C.GRIPPER_CMD, _RELIABLE)
+        self.create_subscription(PoseStamped, N.GOAL_POSE, lambda m: self._store('goal', m),
+                                 LATCHED)
+        self._pub_twist = self.create_publisher(TwistStamped, C.TWIST_CMD, RELIABLE)
+        self._pub_grip = self.create_publisher(Float64MultiArray, C.GRIPPER_CMD, RELIABLE)
         self.create_service(ResetEpisode, C.RESET_EPISODE, self._on_reset,
                             callback_group=ReentrantCallbackGroup())
         self.create_service(Trigger, '~/confirm', self._on_confirm,

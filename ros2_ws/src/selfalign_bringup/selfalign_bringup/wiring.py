@@ -17,6 +17,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 import os
 from pathlib import Path
+import re
 from typing import Any
 
 import yaml
@@ -55,6 +56,8 @@ ARG_HELP: dict[str, str] = {
     'seed': 'seed of every random generator of the run',
     'use_sim_time': 'nodes use /clock (true with the simulator, false on hardware)',
     'replay_transcript': 'transcript.jsonl to replay when llm:=replay',
+    'namespace': "run every node under this namespace, e.g. arm_0 (all topic and service names "
+                 "are relative, so the run moves with it); '' = root",
     'vision': 'attach key camera frames of each episode to the ranking and failure-analysis '
               'prompts, for a vision model (llm:=openai)',
 }
@@ -82,6 +85,7 @@ class Args:
     use_sim_time: bool = True
     replay_transcript: str = ''
     vision: bool = False
+    namespace: str = ''
 
     def validate(self) -> Args:
         choices = {'task': tuple(TASK_CONFIGS), 'llm': LLM_BACKENDS, 'obs': OBS_KINDS,
@@ -90,6 +94,10 @@ class Args:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f'{name}:={value!r} is not valid; use one of {list(allowed)}')
+        ns = self.namespace.strip('/')
+        if ns and not re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*', ns):
+            raise ConfigError(f'namespace:={self.namespace!r} is not a ROS namespace; use '
+                              'letters, digits and _ (starting with a letter), e.g. arm_0')
         if self.llm == 'replay' and not self.replay_transcript:
             raise ConfigError('llm:=replay needs replay_transcript:=<run_dir>/transcript.jsonl')
         return self
@@ -120,7 +128,8 @@ def args_from_strings(task: str, raw: dict[str, str]) -> Args:
                 seed=seed, use_sim_time=parse_bool('use_sim_time',
                                                    raw.get('use_sim_time', 'true')),
                 replay_transcript=raw.get('replay_transcript', ''),
-                vision=parse_bool('vision', raw.get('vision', 'false'))).validate()
+                vision=parse_bool('vision', raw.get('vision', 'false')),
+                namespace=raw.get('namespace', '')).validate()
 
 
 @dataclass
@@ -132,6 +141,8 @@ class NodePlan:
     executable: str
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: list[tuple[str, str]] = field(default_factory=list)
+    namespace: str = ''
+    """'' (root) or e.g. 'arm_0'."""
 
 
 def config_dir() -> Path:
@@ -179,7 +190,7 @@ def resolve(args: Args, directory: Path | None = None) -> dict[str, dict[str, An
                     _load_yaml(directory / 'llm.yaml'))
     shared = config.setdefault('/**', {})
     shared.update(task=args.task, seed=int(args.seed), use_sim_time=bool(args.use_sim_time),
-                  run_dir=str(args.run_dir))
+                  run_dir=str(args.run_dir), namespace=args.namespace.strip('/'))
     llm = config.setdefault('llm_node', {})
     llm['backend'] = args.llm
     if args.model:
@@ -220,22 +231,26 @@ def plan(args: Args, config: dict[str, dict[str, Any]] | None = None,
             continue
         params = {**config.get('/**', {}), **config.get(name, {})}
         node_remaps = remaps if name in ('policy_node', 'monitor_node') else []
-        plans.append(NodePlan(name, package, executable, params, list(node_remaps)))
+        plans.append(NodePlan(name, package, executable, params, list(node_remaps),
+                              args.namespace.strip('/')))
     return plans
 
 
 def params_file(config: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write a ROS 2 parameter file (``--params-file``) for the resolved configuration."""
     path = Path(path)
+    # '/**/name' matches the node in any namespace (namespace:=arm_0 puts it at /arm_0/name)
     path.write_text(yaml.safe_dump(
-        {node: {'ros__parameters': params} for node, params in config.items()},
-        sort_keys=False))
+        {(node if node.startswith('/') else f'/**/{node}'): {'ros__parameters': params}
+         for node, params in config.items()}, sort_keys=False))
     return path
 
 
 def ros_args(node: NodePlan, params_path: str | os.PathLike) -> list[str]:
     """Command-line ``--ros-args`` that start ``node`` as its own process."""
     out = ['--ros-args', '-r', f'__node:={node.name}', '--params-file', str(params_path)]
+    if node.namespace:
+        out += ['-r', f'__ns:=/{node.namespace}']
     for src, dst in node.remappings:
         out += ['-r', f'{src}:={dst}']
     return out

@@ -5,7 +5,7 @@ import pytest
 
 from selfalign_bringup.sim import camera, PandaWorld, SimConfig
 from selfalign_bringup.sim.world import raw_names
-from selfalign_policy.contract import FINGER_JOINTS
+from selfalign_core.contract import FINGER_JOINTS
 from selfalign_reward import features
 
 DOWN = np.array([0.0, 0.0, -0.3])

@@ -68,11 +68,19 @@ def test_params_file_and_ros_args_roundtrip(tmp_path):
     config = wiring.resolve(args)
     path = wiring.params_file(config, tmp_path / 'params.yaml')
     loaded = yaml.safe_load(path.read_text())
-    assert loaded['llm_node']['ros__parameters']['backend'] == 'scripted'
+    # '/**/llm_node' finds the node under any namespace (namespace:=arm_0)
+    assert loaded['/**/llm_node']['ros__parameters']['backend'] == 'scripted'
+    assert loaded['/**']['ros__parameters']['task'] == 'push'
     policy = next(n for n in wiring.plan(args, config) if n.name == 'policy_node')
     argv = wiring.ros_args(policy, path)
     assert argv[:4] == ['--ros-args', '-r', '__node:=policy_node', '--params-file']
-    assert '/ee_wrench:=/force_torque_sensor_broadcaster/wrench' in argv
+    assert 'ee_wrench:=/force_torque_sensor_broadcaster/wrench' in argv
+    assert not any(a.startswith('__ns:=') for a in argv)
+    spaced = next(n for n in wiring.plan(Args(task='push', namespace='/arm_0/'), config)
+                  if n.name == 'policy_node')
+    assert '__ns:=/arm_0' in wiring.ros_args(spaced, path)
+    with pytest.raises(ConfigError, match="namespace:='arm 0' is not a ROS namespace"):
+        Args(namespace='arm 0').validate()
 
 
 NEEDS_LAUNCH = pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,

@@ -55,10 +55,11 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
+from selfalign_core import names as N
 from selfalign_core.executors import run_node
+from selfalign_core.qos import LATCHED
 from selfalign_interfaces.srv import AnalyzeFailure, ProposeReward, RankTrajectories
 from selfalign_llm.backends.base import BackendError
 from selfalign_llm.client import LLMError
@@ -151,14 +152,12 @@ class LLMNode(Node):
             f'max_repairs={self.config.max_repairs} transcript={self.config.transcript_path!r}')
 
         group = ReentrantCallbackGroup()
-        self._usage_pub = self.create_publisher(String, '/selfalign/llm_usage', QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.create_service(ProposeReward, '/selfalign/propose_reward', self._on_propose,
+        self._usage_pub = self.create_publisher(String, N.LLM_USAGE, LATCHED)
+        self.create_service(ProposeReward, N.PROPOSE_REWARD, self._on_propose,
                             callback_group=group)
-        self.create_service(RankTrajectories, '/selfalign/rank_trajectories', self._on_rank,
+        self.create_service(RankTrajectories, N.RANK_TRAJECTORIES, self._on_rank,
                             callback_group=group)
-        self.create_service(AnalyzeFailure, '/selfalign/analyze_failure', self._on_analyze,
+        self.create_service(AnalyzeFailure, N.ANALYZE_FAILURE, self._on_analyze,
                             callback_group=group)
         self.create_timer(usage_period_s, self._publish_usage, callback_group=group)
         self._publish_usage()

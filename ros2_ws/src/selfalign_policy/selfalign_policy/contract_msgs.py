@@ -26,7 +26,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header
 
-from selfalign_policy.contract import BASE_FRAME, CAMERA_FRAME, FINGER_JOINTS
+from selfalign_core.contract import BASE_FRAME, CAMERA_FRAME, FINGER_JOINTS
 from selfalign_policy.observation import ContractSnapshot
 
 _NS = 1_000_000_000

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from selfalign_policy.contract import ACTION_DIM, FINGER_JOINTS
+from selfalign_core.contract import ACTION_DIM, FINGER_JOINTS
 from selfalign_reward import features as F
 
 

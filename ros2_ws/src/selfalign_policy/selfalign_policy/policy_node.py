@@ -84,15 +84,17 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from selfalign_core import contract as C
+from selfalign_core import names as N
 from selfalign_core.executors import run_node
+from selfalign_core.qos import LATCHED, RELIABLE
 from selfalign_interfaces.msg import Episode, RewardSpec
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract as C
 from selfalign_policy import contract_msgs as cm
 from selfalign_policy.config import ConfigError, DrQV2Config
 from selfalign_policy.frame_buffer import FrameBuffer, pick_key_frames
@@ -112,16 +114,10 @@ from selfalign_reward.episode import EpisodeRecord
 from selfalign_reward.evaluate import RewardFunction, RewardRuntimeError
 from selfalign_reward.msgs import episode_to_msg, spec_from_msg
 
-POLICY_STATS = '/selfalign/policy_stats'
-ESTOP = '/selfalign/estop'
-ESTOP_RELEASE = '/selfalign/estop_release'
 #: Camera frames kept while an episode runs, for its key frames (the newest; ~230 KB each).
 KEY_FRAME_BUFFER_MB = 64
 #: Side of the pixel observations (the driver's camera publishes this size).
 PIXEL_SIZE_PX = 84
-_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-_RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _available_mb() -> float | None:
@@ -165,10 +161,10 @@ class PolicyNode(Node):
         self.sync = StateSync(('joint_states', 'ee_pose', 'object_pose')
                               + (('image',) if p['obs'] == 'pixels' else ()))
         # Publishers / subscriptions / client (contract names are absolute).
-        self._pub_twist = self.create_publisher(TwistStamped, C.TWIST_CMD, _RELIABLE)
-        self._pub_grip = self.create_publisher(Float64MultiArray, C.GRIPPER_CMD, _RELIABLE)
-        self._pub_episode = self.create_publisher(Episode, C.EPISODE, _RELIABLE)
-        self._pub_stats = self.create_publisher(String, POLICY_STATS, _RELIABLE)
+        self._pub_twist = self.create_publisher(TwistStamped, C.TWIST_CMD, RELIABLE)
+        self._pub_grip = self.create_publisher(Float64MultiArray, C.GRIPPER_CMD, RELIABLE)
+        self._pub_episode = self.create_publisher(Episode, C.EPISODE, RELIABLE)
+        self._pub_stats = self.create_publisher(String, N.POLICY_STATS, RELIABLE)
         sensor = qos_profile_sensor_data
         self.watchdog = ObservationWatchdog(self.sync.kinds)
         self.create_subscription(JointState, C.JOINT_STATES,
@@ -186,7 +182,7 @@ class PolicyNode(Node):
         if p['key_frames'] > 0:
             self._key_frames = FrameBuffer(KEY_FRAME_BUFFER_MB * 2**20)
             self.create_subscription(Image, p['key_frames_topic'], self._key_frames.put, 30)
-        self.create_subscription(RewardSpec, C.REWARD_SPEC, self._on_spec, _LATCHED)
+        self.create_subscription(RewardSpec, C.REWARD_SPEC, self._on_spec, LATCHED)
         self._reset_client = self.create_client(ResetEpisode, C.RESET_EPISODE)
         if p['reward_source'] == 'oracle':
             task = p['task']
@@ -516,9 +512,9 @@ class PolicyNode(Node):
         self._dep: dict[str, Any] = {'phase': 'reset', 'future': None, 'episodes': 0,
                                      'seed': int(p['seed']), 'sent_at': 0.0}
         safety_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Bool, ESTOP, self._on_estop, _RELIABLE,
+        self.create_subscription(Bool, N.ESTOP, self._on_estop, RELIABLE,
                                  callback_group=safety_group)
-        self.create_service(Trigger, ESTOP_RELEASE, self._on_estop_release,
+        self.create_service(Trigger, N.ESTOP_RELEASE, self._on_estop_release,
                             callback_group=safety_group)
         self._deploy_timer = self.create_timer(
             period, self._deploy_tick, callback_group=MutuallyExclusiveCallbackGroup(),
@@ -540,7 +536,7 @@ class PolicyNode(Node):
             self._send_stop()
         if first:
             self._dep['phase'] = 'estopped'
-            self.get_logger().error(f'E-STOP on {ESTOP}: arm stopped; call {ESTOP_RELEASE} '
+            self.get_logger().error(f'E-STOP on {N.ESTOP}: arm stopped; call {N.ESTOP_RELEASE} '
                                     'after the e-stop is cleared (false) to continue')
             self._publish_stats({'kind': 'estop', 'engaged': True})
 
@@ -548,7 +544,7 @@ class PolicyNode(Node):
                           response: Trigger.Response) -> Trigger.Response:
         if self._estop_msg:
             response.success = False
-            response.message = f'{ESTOP} is still true: clear it (publish false) first'
+            response.message = f'{N.ESTOP} is still true: clear it (publish false) first'
             return response
         with self._cmd_lock:
             self.safety.release_estop()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from selfalign_core.contract import FINGER_JOINTS
 from selfalign_policy import contract_msgs as M
-from selfalign_policy.contract import FINGER_JOINTS
 from selfalign_policy.observation import ContractSnapshot, ObservationBuilder
 from selfalign_reward import features as F
 

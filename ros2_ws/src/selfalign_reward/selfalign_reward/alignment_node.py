@@ -50,9 +50,10 @@ import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from selfalign_core import names as N
 from selfalign_core.executors import run_node
+from selfalign_core.qos import LATCHED
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_interfaces.srv import AnalyzeFailure, RankTrajectories, SetRewardParams
 from selfalign_reward.episode import EpisodeRecord, stack_features
@@ -68,9 +69,6 @@ from selfalign_reward.outer_loop import (
 from selfalign_reward.reward_node import LLM_CALL_DEADLINE_S, LLM_WAIT_MARGIN_S, llm_wait_s
 from selfalign_reward.tasks import get_task
 from selfalign_reward.template import RewardTemplate, TemplateError, validate_template
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _int_param(node: Node, name: str, default: int, desc: str, lo: int, hi: int) -> int:
@@ -153,17 +151,17 @@ class AlignmentNode(Node):
 
         subs = MutuallyExclusiveCallbackGroup()
         clients = ReentrantCallbackGroup()
-        self.create_subscription(Episode, '/selfalign/episode', self._on_episode, 50,
+        self.create_subscription(Episode, N.EPISODE, self._on_episode, 50,
                                  callback_group=subs)
-        self.create_subscription(RewardSpec, '/selfalign/reward_spec', self._on_spec, LATCHED,
+        self.create_subscription(RewardSpec, N.REWARD_SPEC, self._on_spec, LATCHED,
                                  callback_group=subs)
         self._report_pub = self.create_publisher(AlignmentReport,
-                                                 '/selfalign/alignment_report', 10)
-        self._rank = self.create_client(RankTrajectories, '/selfalign/rank_trajectories',
+                                                 N.ALIGNMENT_REPORT, 10)
+        self._rank = self.create_client(RankTrajectories, N.RANK_TRAJECTORIES,
                                         callback_group=clients)
-        self._analyze = self.create_client(AnalyzeFailure, '/selfalign/analyze_failure',
+        self._analyze = self.create_client(AnalyzeFailure, N.ANALYZE_FAILURE,
                                            callback_group=clients)
-        self._set = self.create_client(SetRewardParams, '/selfalign/set_reward_params',
+        self._set = self.create_client(SetRewardParams, N.SET_REWARD_PARAMS,
                                        callback_group=clients)
         self.get_logger().info(
             f'alignment_node: task={self.task} every={cfg.reward_update_every_steps} steps, '

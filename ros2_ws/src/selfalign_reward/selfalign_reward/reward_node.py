@@ -35,19 +35,16 @@ import threading
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from selfalign_core import names as N
 from selfalign_core.executors import run_node
+from selfalign_core.qos import LATCHED
 from selfalign_interfaces.msg import RewardSpec
 from selfalign_interfaces.srv import ProposeReward, SetRewardParams
 from selfalign_reward.msgs import spec_to_msg
 from selfalign_reward.store import RewardStore
 from selfalign_reward.tasks import get_task
 from selfalign_reward.template import reference_template_source
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
 
 LLM_CALL_DEADLINE_S = 300.0
 """Default budget of one LLM role call (llm_node's ``llm_call_deadline_s``), s."""
@@ -96,13 +93,13 @@ class RewardNode(Node):
         self.state_file = Path(run_dir) / 'reward_state.json' if run_dir else None
         get_task(self.task)  # ValueError lists the valid tasks
         self.store = RewardStore()
-        self._pub = self.create_publisher(RewardSpec, '/selfalign/reward_spec', LATCHED)
+        self._pub = self.create_publisher(RewardSpec, N.REWARD_SPEC, LATCHED)
         self._service_group = MutuallyExclusiveCallbackGroup()
-        self.create_service(SetRewardParams, '/selfalign/set_reward_params', self._on_set_params,
+        self.create_service(SetRewardParams, N.SET_REWARD_PARAMS, self._on_set_params,
                             callback_group=self._service_group)
-        self.create_subscription(RewardSpec, '/selfalign/reward_proposal', self._on_proposal, 10,
+        self.create_subscription(RewardSpec, N.REWARD_PROPOSAL, self._on_proposal, 10,
                                  callback_group=self._service_group)
-        self._client = self.create_client(ProposeReward, '/selfalign/propose_reward',
+        self._client = self.create_client(ProposeReward, N.PROPOSE_REWARD,
                                           callback_group=ReentrantCallbackGroup())
         self.get_logger().info(
             f'reward_node: task={self.task} use_llm={self.use_llm} '

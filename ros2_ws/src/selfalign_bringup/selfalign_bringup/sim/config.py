@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 import math
 from typing import Any
 
-from selfalign_policy.contract import ActionScale
+from selfalign_core.contract import ActionScale
 
 _DEFAULT_SCALE = ActionScale()
 

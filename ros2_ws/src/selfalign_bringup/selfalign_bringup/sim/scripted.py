@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from selfalign_policy.contract import ActionScale
+from selfalign_core.contract import ActionScale
 
 _SCALE = ActionScale()
 HOVER_Z_M = 0.08    # travel height of the fingertip centre above the table

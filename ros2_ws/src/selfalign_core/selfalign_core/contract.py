@@ -11,21 +11,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Absolute names of the robot-contract topics and service (remap a driver's own names onto these).
-JOINT_STATES = '/joint_states'
-EE_POSE = '/ee_pose'
-EE_WRENCH = '/ee_wrench'
-OBJECT_POSE = '/object_pose'
-CAMERA_IMAGE = '/camera/image_raw'
-CAMERA_INFO = '/camera/camera_info'
-VIDEO_IMAGE = '/camera/video/image_raw'  # optional: frames for evaluation videos (any size)
-TWIST_CMD = '/servo_node/delta_twist_cmds'
-GRIPPER_CMD = '/gripper_controller/commands'
-RESET_EPISODE = '/selfalign/reset_episode'
-CLOCK = '/clock'
-#: selfalign topics
-REWARD_SPEC = '/selfalign/reward_spec'
-EPISODE = '/selfalign/episode'
+# The contract's topic and service names (relative), re-exported from selfalign_core.names.
+from selfalign_core.names import (  # noqa: F401
+    CAMERA_IMAGE,
+    CAMERA_INFO,
+    CLOCK,
+    EE_POSE,
+    EE_WRENCH,
+    EPISODE,
+    GOAL_POSE,
+    GRIPPER_CMD,
+    JOINT_STATES,
+    OBJECT_POSE,
+    RESET_EPISODE,
+    REWARD_SPEC,
+    TWIST_CMD,
+    VIDEO_IMAGE,
+)
 
 #: Frame of every pose in the contract.
 BASE_FRAME = 'base_link'
