@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 import statistics
+import sys
 import tempfile
 import time
 
@@ -31,12 +33,14 @@ from selfalign_llm.backends.scripted import (
     TeacherConfig,
 )
 from selfalign_llm.client import ClientConfig, LLMClient
-from selfalign_llm.fake_openai_server import FakeOpenAIServer
 from selfalign_llm.parse import ranks_from_groups
 from selfalign_llm.transcript import Transcript
 from selfalign_reward import features as F
 from selfalign_reward.episode import EpisodeRecord
 from selfalign_reward.template import load_reference_template
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))
+from fake_openai_server import FakeOpenAIServer  # noqa: E402 - a test tool, not shipped
 
 K = 8
 

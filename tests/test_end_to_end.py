@@ -95,7 +95,8 @@ def test_multi_process_run_aligns_records_and_resumes(tmp_path):
     theta_cols = [c for c in updates[0] if c.startswith('theta.')]
     saved = json.loads((run / 'reward_state.json').read_text())
     assert saved['source'].startswith('llm:scripted-teacher')
-    from selfalign_reward.template import reference_template_source, validate_template
+    from selfalign_reward.sandbox import validate_template
+    from selfalign_reward.template import reference_template_source
     start = validate_template(reference_template_source('touch')).initial_theta()
     assert {c[len('theta.'):] for c in theta_cols} == set(start)
     # Whether θ moves in a 600-step run is up to the held-out test on a few 3-episode rankings

@@ -4,7 +4,7 @@
 the same way: build the prompt (``prompts``), call the backend with an outer bounded retry and
 backoff on transport failures, parse the reply strictly (``parse``); a reply that does not parse
 is re-asked with the parse error (``max_reasks``); a reward template that fails validation
-(``selfalign_reward.template.validate_template``) goes back with the repair prompt
+(``selfalign_reward.sandbox.validate_template``) goes back with the repair prompt
 (``max_repairs``). Every backend call, successful or not, is one transcript line. When the
 bounds are exhausted an ``LLMError`` says what happened; nothing crashes. Pure: no rclpy.
 """
@@ -96,7 +96,7 @@ class _RejectedError(Exception):
 
 
 def _default_validate(template: str) -> RewardTemplate:
-    from selfalign_reward.template import validate_template
+    from selfalign_reward.sandbox import validate_template
 
     return validate_template(template)
 

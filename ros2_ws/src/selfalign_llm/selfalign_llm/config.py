@@ -1,16 +1,19 @@
 """LLM settings of a run (one frozen dataclass) and the factory that builds the client from them.
 
 llm_node maps its ROS parameters onto ``LLMConfig``; the all-in-one runner loads it from YAML.
-The API key is deliberately not a field: it comes from OPENAI_API_KEY only. Pure: no rclpy.
+The settings of the OpenAI-compatible backend are its own ``OpenAIConfig`` (held, not repeated,
+here); their flat names (model, base_url, ...) are what llm_node and ``from_dict`` take. The API
+key is deliberately not a field: it comes from OPENAI_API_KEY only. Pure: no rclpy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 import math
 from typing import Any
 
 from selfalign_llm.backends.base import Backend
+from selfalign_llm.backends.openai_backend import OpenAIConfig
 from selfalign_llm.client import ClientConfig, LLMClient
 from selfalign_llm.transcript import Transcript
 
@@ -24,18 +27,9 @@ class LLMConfig:
     backend: str = 'scripted'
     """'scripted' (simulated teacher, offline), 'openai' (any OpenAI-compatible server) or
     'replay' (answers from a recorded transcript.jsonl)."""
-    model: str = 'gpt-4o'
-    """Model name for the openai backend."""
-    base_url: str = ''
-    """OpenAI-compatible server URL; empty = api.openai.com."""
-    temperature: float = 0.0
-    """Sampling temperature of the openai backend."""
-    timeout_s: float = 60.0
-    """Per-request timeout, s."""
-    max_retries: int = 2
-    """Retries inside the openai client (429/5xx/timeouts, exponential backoff)."""
-    max_tokens: int = 0
-    """Completion token limit of the openai backend; 0 = server default."""
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    """The openai backend's settings (model, base_url, temperature, timeout_s, max_retries,
+    max_tokens, vision)."""
     outer_retries: int = 2
     """Client-level retries after a transport failure (each one a transcript line)."""
     retry_backoff_s: float = 2.0
@@ -47,8 +41,6 @@ class LLMConfig:
     """Re-asks after a reply that does not parse."""
     max_repairs: int = 3
     """Repair rounds after a reward template fails validation."""
-    vision: bool = False
-    """Send key frames as images (openai backend, when frames are given)."""
     transcript_path: str = ''
     """Where this run's transcript.jsonl goes; empty = memory only."""
     replay_path: str = ''
@@ -64,12 +56,25 @@ class LLMConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LLMConfig:
-        """Config from a dict (e.g. YAML); ValueError names unknown keys."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
+        """Config from one flat dict (YAML, ROS parameters): the openai backend's settings by
+        their own names beside the others; ValueError names unknown keys."""
+        own = {f.name for f in fields(cls)} - {'openai'}
+        backend = {f.name for f in fields(OpenAIConfig)}
+        unknown = sorted(set(values) - own - backend)
         if unknown:
-            raise ValueError(f'unknown LLM settings {unknown}; valid: {sorted(names)}')
-        return cls(**values)
+            raise ValueError(f'unknown LLM settings {unknown}; valid: {sorted(own | backend)}')
+        return cls(openai=OpenAIConfig(**{k: v for k, v in values.items() if k in backend}),
+                   **{k: v for k, v in values.items() if k in own})
+
+    @property
+    def vision(self) -> bool:
+        return self.openai.vision
+
+    def flat(self) -> dict[str, Any]:
+        """The settings as one flat dict (``from_dict``'s input)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'openai'}
+        out.update({f.name: getattr(self.openai, f.name) for f in fields(OpenAIConfig)})
+        return out
 
 
 def make_backend(cfg: LLMConfig) -> Backend:
@@ -81,12 +86,9 @@ def make_backend(cfg: LLMConfig) -> Backend:
         return ScriptedTeacher(TeacherConfig(beta=beta, mistake_rate=cfg.teacher_mistake_rate,
                                              tie_margin=cfg.teacher_tie_margin, seed=cfg.seed))
     if cfg.backend == 'openai':
-        from selfalign_llm.backends.openai_backend import OpenAIBackend, OpenAIConfig
+        from selfalign_llm.backends.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(OpenAIConfig(
-            model=cfg.model, base_url=cfg.base_url, temperature=cfg.temperature,
-            timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, max_tokens=cfg.max_tokens,
-            vision=cfg.vision))
+        return OpenAIBackend(cfg.openai)
     if cfg.backend == 'replay':
         from selfalign_llm.backends.replay import ReplayBackend
 

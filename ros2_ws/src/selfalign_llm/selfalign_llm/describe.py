@@ -97,8 +97,3 @@ def describe_episode(episode: Any, task: str | None = None, success: bool | None
                  f'{int(closed.sum())} steps')
     lines.append(f"- task success: {'yes' if success else 'no'}")
     return '\n'.join(lines)
-
-
-def describe_episodes(episodes: list[Any], task: str | None = None) -> list[str]:
-    """``describe_episode`` for each episode, in order."""
-    return [describe_episode(e, task) for e in episodes]

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -88,7 +89,7 @@ class LLMNode(Node):
 
     def __init__(self) -> None:
         super().__init__('llm_node')
-        d = LLMConfig()
+        d = SimpleNamespace(**LLMConfig().flat())
         specs: list[tuple[str, Any, str, dict[str, Any]]] = [
             ('backend', d.backend, f'which LLM answers: {" | ".join(BACKENDS)}', {}),
             ('model', d.model, 'model name (openai backend)', {}),
@@ -135,7 +136,7 @@ class LLMNode(Node):
         usage_period_s = self.declare_parameter('usage_period_s', 5.0, ParameterDescriptor(
             description='period of the /selfalign/llm_usage message, s',
             floating_point_range=_float(0.1, 3600.0))).value
-        self.config = LLMConfig(**values)
+        self.config = LLMConfig.from_dict(values)
         self.client = make_client(self.config)
         # Key frames are decoded and sent only when the backend can look at them.
         self._vision = bool(self.config.vision) and bool(getattr(self.client.backend, 'vision',
@@ -146,8 +147,9 @@ class LLMNode(Node):
                 'only: key frames are ignored (the scripted teacher ranks by task progress)')
         self.get_logger().info(
             f'LLM backend={self.config.backend} model={self.client.model} '
-            f'base_url={self.config.base_url or "(default)"} timeout_s={self.config.timeout_s} '
-            f'max_retries={self.config.max_retries} max_reasks={self.config.max_reasks} '
+            f'base_url={self.config.openai.base_url or "(default)"} '
+            f'timeout_s={self.config.openai.timeout_s} '
+            f'max_retries={self.config.openai.max_retries} max_reasks={self.config.max_reasks} '
             f'llm_call_deadline_s={self.config.llm_call_deadline_s} '
             f'max_repairs={self.config.max_repairs} transcript={self.config.transcript_path!r}')
 

@@ -32,7 +32,7 @@ def test_bad_settings_are_named(cfg, words):
 
 
 def test_from_dict_rejects_unknown_keys():
-    assert LLMConfig.from_dict({'backend': 'openai', 'model': 'm'}).model == 'm'
+    assert LLMConfig.from_dict({'backend': 'openai', 'model': 'm'}).openai.model == 'm'
     with pytest.raises(ValueError, match=r"\['api_key'\]"):
         LLMConfig.from_dict({'api_key': 'secret'})
 

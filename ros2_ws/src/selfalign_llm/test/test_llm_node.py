@@ -12,10 +12,10 @@ from std_msgs.msg import String
 
 from selfalign_interfaces.srv import AnalyzeFailure, ProposeReward, RankTrajectories
 from selfalign_llm.backends.scripted import proposal_reply
-from selfalign_llm.fake_openai_server import FakeOpenAIServer
 from selfalign_llm.transcript import read_transcript
 from selfalign_reward.msgs import episode_to_msg, spec_to_msg
 from selfalign_reward.template import load_reference_template
+from tests.fake_openai_server import FakeOpenAIServer
 from tests.rosproc import NodeProcess, TestNode
 
 pytestmark = pytest.mark.ros

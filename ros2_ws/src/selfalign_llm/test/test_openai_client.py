@@ -20,9 +20,9 @@ from selfalign_llm.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from selfalign_llm.backends.replay import ReplayBackend
 from selfalign_llm.backends.scripted import proposal_reply
 from selfalign_llm.client import ClientConfig, LLMClient, LLMError
-from selfalign_llm.fake_openai_server import FakeOpenAIServer
 from selfalign_llm.transcript import read_transcript, Transcript
 from selfalign_reward.template import load_reference_template
+from tests.fake_openai_server import FakeOpenAIServer
 
 SENTINEL = 'sk-SENTINEL-7f3a9c-do-not-leak'
 RANK_OK = '```json\n{"ranking": [[3], [2], [1], [0]]}\n```'

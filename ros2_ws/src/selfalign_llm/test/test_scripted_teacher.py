@@ -106,7 +106,7 @@ def test_same_seed_same_rankings(touch_episodes):
 
 @pytest.mark.parametrize('task', ['touch', 'grasp_lift', 'push'])
 def test_proposals_validate_in_the_sandbox(task):
-    # default validate = selfalign_reward.template.validate_template (subprocess trial run)
+    # default validate = selfalign_reward.sandbox.validate_template (subprocess trial run)
     client = LLMClient(ScriptedTeacher(), Transcript(None))
     template, plan = client.propose_reward(task)
     assert "DON'T" in plan and plan.startswith('1.')

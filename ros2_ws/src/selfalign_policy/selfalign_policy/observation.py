@@ -122,10 +122,6 @@ class ObservationBuilder:
         self._block_vel = np.zeros(3)
         return self._build(snapshot, np.zeros(ACTION_DIM))
 
-    def set_goal(self, goal_pos: np.ndarray) -> None:
-        """Replace the goal (e.g. a late latched ``/selfalign/goal_pose``)."""
-        self._goal = np.asarray(goal_pos, dtype=np.float64).reshape(3).copy()
-
     def step(self, snapshot: ContractSnapshot, action: np.ndarray) -> ContractObservation:
         """Observation after ``action`` (4,) in [-1, 1] was applied and ``snapshot`` received."""
         if self._goal is None or self._block_start is None:

@@ -155,10 +155,6 @@ class ReplayBuffer:
         """Transitions currently stored."""
         return int(self._has_tr.sum())
 
-    @property
-    def num_episodes_started(self) -> int:
-        return self._episode + 1
-
     def set_reward_fn(self, reward_fn: RewardFn) -> None:
         """Replace the reward; every later ``sample`` re-scores the whole buffer with it (with
         ``keep_reward_scale``, at the old reward's scale: ``rescale_for``)."""

@@ -67,8 +67,9 @@ from selfalign_reward.outer_loop import (
     select_diverse,
 )
 from selfalign_reward.reward_node import LLM_CALL_DEADLINE_S, LLM_WAIT_MARGIN_S, llm_wait_s
+from selfalign_reward.sandbox import validate_template
 from selfalign_reward.tasks import get_task
-from selfalign_reward.template import RewardTemplate, TemplateError, validate_template
+from selfalign_reward.template import RewardTemplate, TemplateError
 
 
 def _int_param(node: Node, name: str, default: int, desc: str, lo: int, hi: int) -> int:

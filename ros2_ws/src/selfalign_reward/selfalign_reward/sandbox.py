@@ -33,6 +33,7 @@ from selfalign_reward.meter import METER, metered_source_tree, MeteredReward, Re
 from selfalign_reward.template import (
     ALLOWED_NUMPY,
     ALLOWED_NUMPY_CONSTANTS,
+    parse_template,
     RewardTemplate,
     SAFE_BUILTINS,
     TemplateError,
@@ -177,8 +178,6 @@ def _as_batch(value: Any, batch: int, what: str, at: str) -> np.ndarray:
 def _trial_in_child(code: str, batch: int) -> None:
     """Parse + run ``code`` on sample data at init/lower/upper theta and at random θ inside the
     ranges (branches that fire only there run too); raise TemplateError."""
-    from selfalign_reward.template import parse_template
-
     template = parse_template(code)
     fn = compile_reward(template)
     feats = F.unpack(sample_features(batch))
@@ -281,6 +280,22 @@ def trial_run(template: RewardTemplate, *, batch: int = 256, cpu_time_s: float =
     verdict = json.loads(proc.stdout.strip().splitlines()[-1])
     if not verdict['ok']:
         raise TemplateError(verdict['line'], verdict['rule'], verdict['fix'])
+
+
+def validate_template(template: RewardTemplate | str, *, batch: int = 256,
+                      cpu_time_s: float = 2.0, memory_mb: int = 1024,
+                      wall_timeout_s: float = 20.0) -> RewardTemplate:
+    """Parse (if given source) and trial-run the template in a resource-limited subprocess.
+
+    The trial evaluates the reward on ``batch`` plausible random feature rows at the initial,
+    all-lower and all-upper parameter values and at ``TRIAL_RANDOM_THETAS`` random θ inside the
+    ranges, and checks it returns ``(total (B,), terms dict of (B,))``, all finite. Returns the
+    parsed template; raises ``TemplateError``.
+    """
+    parsed = parse_template(template if isinstance(template, str) else template.code)
+    trial_run(parsed, batch=batch, cpu_time_s=cpu_time_s, memory_mb=memory_mb,
+              wall_timeout_s=wall_timeout_s)
+    return parsed
 
 
 if __name__ == '__main__':

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 import threading
 
-from selfalign_reward.template import RewardTemplate, TemplateError, validate_template
+from selfalign_reward.sandbox import validate_template
+from selfalign_reward.template import RewardTemplate, TemplateError
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ holding only ``ALLOWED_NUMPY``. ``reward`` returns ``(total (B,), {term name: (B
 
 ``parse_template`` checks the source statically (no code runs) and raises ``TemplateError`` whose
 text names the line, the rule broken and a fix an LLM can act on; the repair loop feeds it back
-verbatim. ``validate_template`` adds a trial run in a resource-limited subprocess
+verbatim. ``sandbox.validate_template`` adds a trial run in a resource-limited subprocess
 (``selfalign_reward.sandbox``); every later evaluation, in any process, runs the code rewritten
 by ``selfalign_reward.meter``, which bounds its time and memory. Nothing from an LLM is executed
 any other way.
@@ -454,23 +454,6 @@ def parse_template(source: str) -> RewardTemplate:
         raise TemplateError(reward_node.lineno, 'reward() has no return statement',
                             'end with `return total, {"term": term, ...}`')
     return RewardTemplate(code=source, params=params, sha256=code_sha256(source))
-
-
-def validate_template(template: RewardTemplate | str, *, batch: int = 256,
-                      cpu_time_s: float = 2.0, memory_mb: int = 1024,
-                      wall_timeout_s: float = 20.0) -> RewardTemplate:
-    """Parse (if given source) and trial-run the template in a resource-limited subprocess.
-
-    The trial evaluates the reward on ``batch`` plausible random feature rows at the initial,
-    all-lower and all-upper parameter values and checks it returns ``(total (B,), terms dict of
-    (B,))``, all finite. Returns the parsed template; raises ``TemplateError``.
-    """
-    from selfalign_reward.sandbox import trial_run  # local: sandbox imports this module
-
-    parsed = parse_template(template if isinstance(template, str) else template.code)
-    trial_run(parsed, batch=batch, cpu_time_s=cpu_time_s, memory_mb=memory_mb,
-              wall_timeout_s=wall_timeout_s)
-    return parsed
 
 
 def reference_template_source(task: str) -> str:

@@ -8,8 +8,9 @@ from selfalign_reward import tasks
 from selfalign_reward.alignment import AlignmentProblem, metropolis_hastings
 from selfalign_reward.episode import stack_features
 from selfalign_reward.evaluate import RewardFunction
+from selfalign_reward.sandbox import validate_template
 from selfalign_reward.synthetic import random_episodes
-from selfalign_reward.template import load_reference_template, validate_template
+from selfalign_reward.template import load_reference_template
 
 NOT_BROADCASTING = """
 PARAMETERS = [

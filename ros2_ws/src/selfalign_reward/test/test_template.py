@@ -4,14 +4,18 @@ import numpy as np
 import pytest
 
 from selfalign_reward.features import FEATURE_NAMES
-from selfalign_reward.sandbox import compile_reward, restricted_globals, sample_features
+from selfalign_reward.sandbox import (
+    compile_reward,
+    restricted_globals,
+    sample_features,
+    validate_template,
+)
 from selfalign_reward.template import (
     load_reference_template,
     ParamSpec,
     parse_template,
     reference_template_source,
     TemplateError,
-    validate_template,
 )
 
 HEADER = """PARAMETERS = [

@@ -196,11 +196,6 @@ class PandaWorld:
         """Names of the 9 movable joints (7 arm, 2 fingers), the order of StepResult arrays."""
         return self._joint_names
 
-    @property
-    def client_id(self) -> int:
-        """The PyBullet physics client of this world (for debugging and tests)."""
-        return self._cid
-
     # ------------------------------------------------------------------ control
     def _ik(self, target: np.ndarray) -> list[float]:
         q = p.calculateInverseKinematics(

@@ -38,11 +38,6 @@ class ReplayBackend:
         models = [r.get('model', '') for r in self._records if r.get('model')]
         self.model = f"replay:{models[0] if models else 'unknown'}"
 
-    @property
-    def remaining(self) -> int:
-        """Recorded calls not replayed yet."""
-        return len(self._records) - self._next
-
     def complete(self, request: Request) -> Completion:
         """The next recorded reply for ``request.role`` (or its recorded failure)."""
         with self._lock:
