@@ -35,10 +35,10 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from selfalign_core import contract as C  # noqa: E402
+from selfalign_core import contract_msgs as M  # noqa: E402
 from selfalign_core.contract import action_to_command  # noqa: E402
+from selfalign_core.observation import ObservationBuilder  # noqa: E402
 from selfalign_interfaces.srv import ResetEpisode  # noqa: E402
-from selfalign_policy import contract_msgs as M  # noqa: E402
-from selfalign_policy.observation import ObservationBuilder  # noqa: E402
 
 EPISODE_STEPS = 100
 

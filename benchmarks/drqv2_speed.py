@@ -30,10 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from drqv2_reference import make_reference_loader, random_episodes, ReferenceAgent  # noqa: E402
 
+from selfalign_core.features import FEATURE_DIM, OBS_DIM  # noqa: E402
 from selfalign_policy.agent import DrQV2Agent, keep_freed_memory_in_heap  # noqa: E402
 from selfalign_policy.config import AgentConfig  # noqa: E402
 from selfalign_policy.replay import ReplayBuffer  # noqa: E402
-from selfalign_reward.features import FEATURE_DIM, OBS_DIM  # noqa: E402
 
 EPISODES, LENGTH, A, BATCH = 20, 100, 4, 256
 SETTINGS = {'state-256': ((OBS_DIM,), 256, 40), 'state-1024': ((OBS_DIM,), 1024, 8),

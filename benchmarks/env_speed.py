@@ -19,7 +19,7 @@ import numpy as np
 
 from selfalign_bringup.sim.envs import SelfAlignEnv
 from selfalign_bringup.sim.scripted import CONTROLLERS
-from selfalign_reward import features
+from selfalign_core import features
 
 TASKS = ('touch', 'grasp_lift', 'push')
 

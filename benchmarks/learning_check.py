@@ -59,9 +59,9 @@ def run_cell(task: str, seed: int, budget: int, settings: dict[str, Any],
     import torch
 
     import selfalign_bringup.sim  # noqa: F401  (registers the SelfAlign/* envs)
+    from selfalign_core import features, tasks
     from selfalign_policy.config import DrQV2Config
     from selfalign_policy.trainer import Callbacks, Trainer
-    from selfalign_reward import features, tasks
 
     torch.set_num_threads(1)
     env = gym.make(ENV_IDS[task])

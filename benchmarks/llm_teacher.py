@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from selfalign_core import features as F
+from selfalign_core.episode import EpisodeRecord
 from selfalign_llm.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from selfalign_llm.backends.scripted import (
     noisy_ranking,
@@ -35,8 +37,6 @@ from selfalign_llm.backends.scripted import (
 from selfalign_llm.client import ClientConfig, LLMClient
 from selfalign_llm.parse import ranks_from_groups
 from selfalign_llm.transcript import Transcript
-from selfalign_reward import features as F
-from selfalign_reward.episode import EpisodeRecord
 from selfalign_reward.template import load_reference_template
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))

@@ -20,8 +20,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from selfalign_core.episode import stack_features  # noqa: E402
 from selfalign_reward.alignment import metropolis_hastings  # noqa: E402
-from selfalign_reward.episode import stack_features  # noqa: E402
 from selfalign_reward.evaluate import RewardFunction  # noqa: E402
 from selfalign_reward.sandbox import sample_features  # noqa: E402
 from selfalign_reward.synthetic import random_episodes  # noqa: E402

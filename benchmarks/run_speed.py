@@ -91,7 +91,7 @@ import gymnasium as gym
 import selfalign_bringup.sim  # registers the envs
 from selfalign_policy.config import DrQV2Config
 from selfalign_policy.trainer import Trainer
-from selfalign_reward import features, tasks
+from selfalign_core import features, tasks
 env = gym.make('SelfAlign/{''.join(p.title() for p in task.split('_'))}-v0')
 cfg = DrQV2Config.from_dict({{'agent': {agent!r},
                               'trainer': {{'total_env_steps': {steps}, 'seed': 0,

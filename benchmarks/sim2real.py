@@ -69,9 +69,9 @@ def train(task: str, variant: str, steps: int, seed: int) -> None:
 
     import selfalign_bringup.sim  # noqa: F401  (registers the envs)
     from selfalign_bringup.sim.randomization import RandomizationConfig, RandomizedEnv
+    from selfalign_core import features, tasks
     from selfalign_policy.config import DrQV2Config
     from selfalign_policy.trainer import Callbacks, Trainer
-    from selfalign_reward import features, tasks
 
     torch.set_num_threads(1)
     env = gym.make(ENV_IDS[task]).unwrapped

@@ -17,13 +17,13 @@ import pytest
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
+from selfalign_core import contract_msgs as cm
+from selfalign_core import features as F
 from selfalign_interfaces.msg import Episode
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract_msgs as cm
 from selfalign_policy.config import DrQV2Config
 from selfalign_policy.safety import DeployedPolicy
 from selfalign_policy.trainer import Trainer
-from selfalign_reward import features as F
 from selfalign_reward.msgs import episode_from_msg
 from tests.rosproc import NodeProcess, TestNode
 

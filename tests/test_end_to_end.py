@@ -116,7 +116,7 @@ def test_multi_process_run_aligns_records_and_resumes(tmp_path):
     # policy asked in its reset) and the monitor wrote those frames, one per step, 320 x 240.
     import cv2
 
-    from selfalign_reward.tasks import get_task
+    from selfalign_core.tasks import get_task
     cap = cv2.VideoCapture(str(run / 'videos' / 'eval-400-0.mp4'))
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == get_task('touch').episode_steps

@@ -11,7 +11,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
 
 from selfalign_core import contract as C
-from selfalign_policy import contract_msgs as M
+from selfalign_core import contract_msgs as M
 
 #: Contract state topics and their message types.
 STATE = {C.JOINT_STATES: JointState, C.EE_POSE: PoseStamped, C.EE_WRENCH: WrenchStamped,

@@ -19,8 +19,8 @@ import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from selfalign_core import contract as C
+from selfalign_core import contract_msgs as M
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract_msgs as M
 
 pytestmark = pytest.mark.ros
 

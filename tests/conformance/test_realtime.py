@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from selfalign_core import contract as C
-from selfalign_policy import contract_msgs as M
+from selfalign_core import contract_msgs as M
 
 pytestmark = pytest.mark.ros
 

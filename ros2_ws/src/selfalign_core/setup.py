@@ -16,7 +16,8 @@ setup(
     zip_safe=True,
     maintainer='selfalign developers',
     maintainer_email='dev@selfalign.invalid',
-    description='The ground floor every selfalign package shares: executors and node start-up.',
+    description='The ground floor every selfalign package shares: robot contract, QoS, feature '
+                'vocabulary, task judgement, episode records, executors and node start-up.',
     license='Apache-2.0',
     tests_require=['pytest'],
 )

@@ -28,7 +28,7 @@ import numpy as np
 
 from selfalign_bringup.rehearsal import RehearsalConfig
 from selfalign_core.contract import ActionScale
-from selfalign_reward.tasks import TASKS
+from selfalign_core.tasks import TASKS
 
 MODES = ('lockstep', 'realtime')
 _NS = 1_000_000_000
@@ -46,7 +46,7 @@ class BridgeConfig:
     """Parameters of the bridge node (ROS parameter name == field name)."""
 
     task: str = 'touch'
-    """Task scene to build (selfalign_reward.tasks.TASKS)."""
+    """Task scene to build (selfalign_core.tasks.TASKS)."""
     mode: str = 'lockstep'
     """'lockstep': each twist command advances one control period (sim default);
     'realtime': a timer at control_rate_hz steps with the latest command (hardware mode)."""

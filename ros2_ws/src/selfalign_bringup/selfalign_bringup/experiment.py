@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from selfalign_reward.episode import EpisodeRecord
+from selfalign_core.episode import EpisodeRecord
+from selfalign_core.tasks import get_task, TASKS
 from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.outer_loop import OuterLoop, OuterLoopConfig, refit_theta
 from selfalign_reward.store import RewardStore
-from selfalign_reward.tasks import get_task, TASKS
 from selfalign_reward.template import parse_template
 
 CONDITIONS = ('fixed', 'selfalign')

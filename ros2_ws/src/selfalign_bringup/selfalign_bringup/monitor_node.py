@@ -49,11 +49,11 @@ from visualization_msgs.msg import Marker, MarkerArray
 from selfalign_bringup.recording import recover, TopicRecorder
 from selfalign_bringup.rundir import plot_run, RunDir
 from selfalign_bringup.video import write_camera_video, write_episode_video
+from selfalign_core import contract_msgs as cm
 from selfalign_core import names as N
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
-from selfalign_policy import contract_msgs as cm
 from selfalign_policy.frame_buffer import FrameBuffer
 
 #: Topics recorded into the run's MCAP file, with their types.

@@ -1,7 +1,7 @@
 """pybullet_bridge node: the PyBullet Panda scene behind exactly the robot contract.
 
 Thin wrapper: parameters -> ``bridge_core.BridgeConfig``; messages <-> arrays with
-``selfalign_policy.contract_msgs``; stepping, command safety and timeouts in
+``selfalign_core.contract_msgs``; stepping, command safety and timeouts in
 ``bridge_core.BridgeCore``.  Topic names are the contract's (``selfalign_core.contract``),
 resolved relative to the node namespace, so ``__ns:=/robot1`` moves the whole contract
 (docs/design.md "Robot contract").
@@ -87,11 +87,11 @@ from selfalign_bringup.bridge_core import (
 )
 from selfalign_bringup.rehearsal import CommandTimeline
 from selfalign_core import contract as C
+from selfalign_core import contract_msgs as M
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED, RELIABLE
+from selfalign_core.tasks import TASKS
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract_msgs as M
-from selfalign_reward.tasks import TASKS
 
 _NO_EVENTS = PublisherEventCallbacks(use_default_callbacks=False)
 

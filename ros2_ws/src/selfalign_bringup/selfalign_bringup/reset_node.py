@@ -58,11 +58,11 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from selfalign_core import contract as C
+from selfalign_core import contract_msgs as M
 from selfalign_core import names as N
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED, RELIABLE
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract_msgs as M
 
 MODES = ('scripted', 'operator')
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from selfalign_reward import features as F
-from selfalign_reward.tasks import GOAL_RADIUS_M, TOUCH_FORCE_N
+from selfalign_core import features as F
+from selfalign_core.tasks import GOAL_RADIUS_M, TOUCH_FORCE_N
 
 #: Workspace drawn, m (robot base frame).
 X_RANGE = (0.2, 0.85)

@@ -22,9 +22,9 @@ from selfalign_bringup.bridge_core import (
 )
 from selfalign_bringup.sim import PandaWorld, SimConfig
 from selfalign_bringup.sim.envs import SelfAlignEnv
+from selfalign_core import contract_msgs as M
 from selfalign_core.contract import action_to_command
-from selfalign_policy import contract_msgs as M
-from selfalign_policy.observation import ObservationBuilder
+from selfalign_core.observation import ObservationBuilder
 
 
 def make_core(**kw):

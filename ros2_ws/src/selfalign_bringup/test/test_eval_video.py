@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from selfalign_bringup.video import MIN_VIDEO_WIDTH_PX, write_camera_video
-from selfalign_reward import features as F
+from selfalign_core import features as F
 
 
 def _packed(steps: int) -> np.ndarray:
@@ -76,9 +76,9 @@ def test_bridge_films_requested_episodes_and_monitor_writes_the_camera_video(tmp
     from sensor_msgs.msg import Image
 
     from selfalign_bringup.rundir import RunDir
+    from selfalign_core import contract_msgs as cm
     from selfalign_interfaces.msg import Episode
     from selfalign_interfaces.srv import ResetEpisode
-    from selfalign_policy import contract_msgs as cm
     from tests.rosproc import NodeProcess, TestNode
 
     steps = 4

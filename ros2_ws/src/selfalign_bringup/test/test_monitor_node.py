@@ -8,8 +8,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import MarkerArray
 
 from selfalign_bringup.rundir import RunDir
+from selfalign_core.features import FEATURE_DIM
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
-from selfalign_reward.features import FEATURE_DIM
 from tests.rosproc import NodeProcess, TestNode
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

@@ -14,7 +14,7 @@ from selfalign_bringup.sim.randomization import (
     sample_episode,
     SensorModel,
 )
-from selfalign_reward import features as F
+from selfalign_core import features as F
 
 YAML = Path(__file__).resolve().parents[1] / 'config' / 'domain_randomization.yaml'
 ON = RandomizationConfig(enabled=True)
@@ -161,8 +161,8 @@ def test_bridge_randomizes_what_it_publishes_seeded_per_episode():
     same seed gives the same report, the goal (not a sensor) is untouched."""
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
+    from selfalign_core import contract_msgs as cm
     from selfalign_interfaces.srv import ResetEpisode
-    from selfalign_policy import contract_msgs as cm
     from tests.rosproc import NodeProcess, TestNode
 
     def resets(params):

@@ -106,7 +106,7 @@ def test_realtime_bridge_applies_commands_only_after_the_injected_latency():
     from geometry_msgs.msg import PoseStamped, TwistStamped
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
-    from selfalign_policy import contract_msgs as cm
+    from selfalign_core import contract_msgs as cm
     from tests.rosproc import NodeProcess, TestNode
 
     bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={

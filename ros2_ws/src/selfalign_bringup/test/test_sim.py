@@ -5,8 +5,8 @@ import pytest
 
 from selfalign_bringup.sim import camera, PandaWorld, SimConfig
 from selfalign_bringup.sim.world import raw_names
+from selfalign_core import features
 from selfalign_core.contract import FINGER_JOINTS
-from selfalign_reward import features
 
 DOWN = np.array([0.0, 0.0, -0.3])
 OPEN, CLOSED = 0.08, 0.0

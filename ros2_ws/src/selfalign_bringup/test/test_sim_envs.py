@@ -8,7 +8,7 @@ import pytest
 import selfalign_bringup.sim  # noqa: F401  (registers the env ids)
 from selfalign_bringup.sim import ENV_IDS, SelfAlignEnv
 from selfalign_bringup.sim.scripted import CONTROLLERS
-from selfalign_reward import features, tasks
+from selfalign_core import features, tasks
 
 
 def _scripted_episode(env, task, seed):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from selfalign_bringup.video import write_episode_video
-from selfalign_reward import features as F
+from selfalign_core import features as F
 
 
 def _episode(steps=12):

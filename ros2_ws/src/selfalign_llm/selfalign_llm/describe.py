@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from selfalign_reward import tasks
-from selfalign_reward.features import unpack
+from selfalign_core import tasks
+from selfalign_core.features import unpack
 
 #: Finger width below which the gripper counts as closed, m (open is 0.08 m).
 CLOSED_WIDTH_M = 0.01

@@ -12,8 +12,8 @@ from functools import cache
 from importlib import resources
 from string import Template
 
-from selfalign_reward.features import describe_vocabulary
-from selfalign_reward.tasks import get_task
+from selfalign_core.features import describe_vocabulary
+from selfalign_core.tasks import get_task
 
 #: Control period of the robot, s (10 Hz, docs/method.md "Task set-up"); in the system prompt.
 CONTROL_PERIOD_S = 0.1

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from selfalign_reward import features as F
-from selfalign_reward import tasks
-from selfalign_reward.episode import EpisodeRecord
+from selfalign_core import features as F
+from selfalign_core import tasks
+from selfalign_core.episode import EpisodeRecord
 
 REST_Z = 0.025
 BLOCK = np.array([0.5, 0.0, REST_Z])

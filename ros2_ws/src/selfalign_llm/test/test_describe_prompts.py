@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from selfalign_core.features import FEATURE_DIM, FEATURE_NAMES
 from selfalign_llm import prompts
 from selfalign_llm.describe import describe_episode
-from selfalign_reward.features import FEATURE_DIM, FEATURE_NAMES
 
 
 def test_description_states_the_facts(make_episode):

@@ -132,7 +132,7 @@ def test_scripted_backend_over_ros(tmp_path, make_episode):
 
 def _with_key_frames(msg, colors):
     """An Episode message carrying one JPEG key frame per colour, at steps 0, 50, 99."""
-    from selfalign_policy import contract_msgs as cm
+    from selfalign_core import contract_msgs as cm
 
     for step, color in zip((0, 50, 99), colors):
         frame = np.zeros((48, 64, 3), np.uint8)

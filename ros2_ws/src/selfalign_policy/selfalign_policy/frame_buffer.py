@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
-from selfalign_policy import contract_msgs as cm
+from selfalign_core import contract_msgs as cm
 
 
 class FrameBuffer:

@@ -29,6 +29,8 @@ Parameters:
     state_timeout_s (double, 2.0): a robot silent this long mid-episode aborts the episode (it
         stopped or restarted); training resumes with a reset once a driver serves again.
     stats_every_updates (int, 100): publish update metrics every this many updates.
+    episode_subscriber_wait_s (double, 10.0): before training, wait up to this long for a
+        subscriber of selfalign/episode (monitor, alignment), so none misses the first episodes.
     key_frames (int, 0): attach K camera frames, spread over the episode, to every Episode
         (JPEG, for a vision LLM); they come from key_frames_topic, stamped like the states
         (the PyBullet bridge publishes them with key_frame_every_steps > 0). 0 = none.
@@ -90,12 +92,15 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from selfalign_core import contract as C
+from selfalign_core import contract_msgs as cm
+from selfalign_core import features as F
 from selfalign_core import names as N
+from selfalign_core import tasks
+from selfalign_core.episode import EpisodeRecord
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED, RELIABLE
 from selfalign_interfaces.msg import Episode, RewardSpec
 from selfalign_interfaces.srv import ResetEpisode
-from selfalign_policy import contract_msgs as cm
 from selfalign_policy.config import ConfigError, DrQV2Config
 from selfalign_policy.frame_buffer import FrameBuffer, pick_key_frames
 from selfalign_policy.replay import capacity_for_memory, slot_bytes
@@ -108,9 +113,6 @@ from selfalign_policy.safety import (
     SafetyLayer,
 )
 from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, EpisodeData, Trainer
-from selfalign_reward import features as F
-from selfalign_reward import tasks
-from selfalign_reward.episode import EpisodeRecord
 from selfalign_reward.evaluate import RewardFunction, RewardRuntimeError
 from selfalign_reward.msgs import episode_to_msg, spec_from_msg
 
@@ -265,6 +267,9 @@ class PolicyNode(Node):
                                            'silent this long mid-episode, s', 0.05, 600.0)),
             ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
                                                10**6, True)),
+            ('episode_subscriber_wait_s', 10.0, _desc(
+                'before training, wait this long for a subscriber of the episode topic (the '
+                'monitor, alignment), so none misses the first episodes', 0.0, 600.0)),
             ('key_frames', 0, _desc('camera frames per Episode for a vision LLM (0 = none)',
                                     0, 64, True)),
             ('key_frames_topic', 'camera/video/image_raw',
@@ -443,6 +448,13 @@ class PolicyNode(Node):
                 return
             log.info(f'waiting for {C.REWARD_SPEC} before training',
                      throttle_duration_sec=10.0)
+        # Episodes are published volatile: a monitor or alignment node that is still being
+        # discovered would miss the first ones (after a resume, their metrics rows). Give the
+        # subscribers of a run a moment to appear; a lone policy goes on after the wait.
+        deadline = time.monotonic() + self._p['episode_subscriber_wait_s']
+        while (self._pub_episode.get_subscription_count() == 0 and time.monotonic() < deadline
+               and not self._stop.is_set()):
+            time.sleep(0.05)
         with self._reward_lock:
             fn, version = self._reward_fn, self._reward_version
         callbacks = Callbacks(

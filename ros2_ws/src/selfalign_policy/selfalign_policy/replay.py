@@ -3,7 +3,7 @@
 Layout: a ring of time-step *slots*. A slot holds one observation o_t (a single frame for
 pixels: frames are stored once and the frame stack is assembled at sample time) and, when the
 episode went on from it, the transition leaving it: action a_t, the packed reward-input features
-of the step it led to (``selfalign_reward.features.pack``, FEATURE_DIM floats) and whether that
+of the step it led to (``selfalign_core.features.pack``, FEATURE_DIM floats) and whether that
 step terminated the episode. An episode of T steps uses T + 1 slots.
 
 Rewards are not stored. ``sample`` evaluates ``reward_fn(packed (K, FEATURE_DIM)) -> (K,)`` on
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from selfalign_reward.features import FEATURE_DIM
+from selfalign_core.features import FEATURE_DIM
 
 #: Stored transitions the reward scale is measured on when the reward changes.
 SCALE_ROWS = 10_000

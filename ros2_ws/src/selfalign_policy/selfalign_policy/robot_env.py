@@ -30,12 +30,12 @@ from typing import Any, Protocol
 from gymnasium import spaces
 import numpy as np
 
+from selfalign_core import contract_msgs as cm
+from selfalign_core import features as F
+from selfalign_core import tasks
 from selfalign_core.contract import ACTION_DIM, action_to_command, ActionScale
-from selfalign_policy import contract_msgs as cm
-from selfalign_policy.observation import ObservationBuilder
+from selfalign_core.observation import ObservationBuilder
 from selfalign_policy.trainer import EpisodeAbortedError
-from selfalign_reward import features as F
-from selfalign_reward import tasks
 
 STATE_KINDS = ('joint_states', 'ee_pose', 'object_pose')
 

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from selfalign_core.features import unpack
+from selfalign_core.tasks import episode_success, TASKS
 from selfalign_policy.agent import DrQV2Agent
 from selfalign_policy.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from selfalign_policy.config import DrQV2Config
 from selfalign_policy.replay import ReplayBuffer, RewardFn
-from selfalign_reward.features import unpack
-from selfalign_reward.tasks import episode_success, TASKS
 
 CHECKPOINT_NAME = 'checkpoint.pt'
 
@@ -51,7 +51,7 @@ class EpisodeAbortedError(RuntimeError):
 
 @dataclass
 class EpisodeData:
-    """One finished episode; field names match ``selfalign_reward.episode.EpisodeRecord``."""
+    """One finished episode; field names match ``selfalign_core.episode.EpisodeRecord``."""
 
     task: str
     features: np.ndarray

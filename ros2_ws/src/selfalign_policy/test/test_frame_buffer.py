@@ -2,7 +2,7 @@
 
 from sensor_msgs.msg import Image
 
-from selfalign_policy import contract_msgs as cm
+from selfalign_core import contract_msgs as cm
 from selfalign_policy.frame_buffer import FrameBuffer, pick_key_frames
 
 

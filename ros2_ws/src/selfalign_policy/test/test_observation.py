@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from selfalign_core import contract_msgs as M
+from selfalign_core import features as F
 from selfalign_core.contract import FINGER_JOINTS
-from selfalign_policy import contract_msgs as M
-from selfalign_policy.observation import ContractSnapshot, ObservationBuilder
-from selfalign_reward import features as F
+from selfalign_core.observation import ContractSnapshot, ObservationBuilder
 
 ARM = [f'panda_joint{i}' for i in range(1, 8)]
 NAMES = ARM + list(FINGER_JOINTS)

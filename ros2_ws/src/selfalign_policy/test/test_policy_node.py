@@ -135,7 +135,7 @@ def test_repeated_sigint_and_sigterm_still_finish_the_checkpoint(tmp_path):
                                  'replay_capacity': 1_500_000})
     with policy:
         try:
-            policy.log_time('replay: ', 60)  # the trainer exists (it waits for a driver)
+            policy.log_time('MiB preallocated', 60)  # the trainer exists (it waits for a driver)
         except TimeoutError as exc:
             raise _fail(str(exc), policy) from None
         for sig, pause in ((signal.SIGINT, 0.3), (signal.SIGINT, 0.3), (signal.SIGTERM, 0.0)):
@@ -201,7 +201,7 @@ def test_pixel_policy_trains_over_ros_with_key_frames_checkpoints_and_resumes(tm
     """obs:=pixels against the real bridge in lockstep: camera frames arrive with every state,
     stack, train; key frames ride on the Episode messages; the replay is sized from its memory
     budget; a checkpoint is written and the next start resumes from it."""
-    from selfalign_policy import contract_msgs as cm
+    from selfalign_core import contract_msgs as cm
     from selfalign_policy.replay import capacity_for_memory
 
     bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={

@@ -4,9 +4,9 @@ re-scoring with a new reward callable."""
 import numpy as np
 import pytest
 
+from selfalign_core import features, tasks
+from selfalign_core.features import FEATURE_DIM
 from selfalign_policy.replay import ReplayBuffer
-from selfalign_reward import features, tasks
-from selfalign_reward.features import FEATURE_DIM
 
 GAMMA = 0.5
 N = 3

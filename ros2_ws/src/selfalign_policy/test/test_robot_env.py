@@ -6,7 +6,7 @@ import time
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 
-from selfalign_policy.contract_msgs import make_header
+from selfalign_core.contract_msgs import make_header
 from selfalign_policy.robot_env import StateSync
 
 

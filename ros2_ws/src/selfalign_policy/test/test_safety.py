@@ -109,7 +109,7 @@ class _StateEnv:
     def __init__(self):
         from gymnasium import spaces
 
-        from selfalign_reward import features as F
+        from selfalign_core import features as F
         self.observation_space = spaces.Box(-np.inf, np.inf, (F.OBS_DIM,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
         self._rng = np.random.default_rng(0)

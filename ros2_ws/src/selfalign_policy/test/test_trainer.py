@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import selfalign_bringup.sim  # noqa: F401  (registers SelfAlign/* envs; tests may import up)
+from selfalign_core import features, tasks
+from selfalign_core.features import FEATURE_DIM
 from selfalign_policy.checkpoint import load_checkpoint
 from selfalign_policy.config import DrQV2Config
 from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, EpisodeAbortedError, Trainer
-from selfalign_reward import features, tasks
-from selfalign_reward.features import FEATURE_DIM
 
 CFG = {'agent': {'batch_size': 8, 'hidden_dim': 32, 'feature_dim': 16, 'num_expl_steps': 60},
        'replay': {'capacity': 2000},

@@ -52,11 +52,12 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 
 from selfalign_core import names as N
+from selfalign_core.episode import EpisodeRecord, stack_features
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED
+from selfalign_core.tasks import get_task
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_interfaces.srv import AnalyzeFailure, RankTrajectories, SetRewardParams
-from selfalign_reward.episode import EpisodeRecord, stack_features
 from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.msgs import episode_from_msg, episode_to_msg, spec_from_msg
 from selfalign_reward.outer_loop import (
@@ -68,7 +69,6 @@ from selfalign_reward.outer_loop import (
 )
 from selfalign_reward.reward_node import LLM_CALL_DEADLINE_S, LLM_WAIT_MARGIN_S, llm_wait_s
 from selfalign_reward.sandbox import validate_template
-from selfalign_reward.tasks import get_task
 from selfalign_reward.template import RewardTemplate, TemplateError
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from selfalign_reward import features as F
+from selfalign_core import features as F
 from selfalign_reward.sandbox import compile_reward, readonly_features
 from selfalign_reward.template import parse_template, RewardTemplate
 

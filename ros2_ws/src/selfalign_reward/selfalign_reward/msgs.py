@@ -12,9 +12,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from selfalign_core import features as F
+from selfalign_core.episode import EpisodeRecord
 from selfalign_interfaces.msg import Episode, RewardSpec
-from selfalign_reward import features as F
-from selfalign_reward.episode import EpisodeRecord
 from selfalign_reward.template import parse_template, RewardTemplate, TemplateError
 
 _AXES = {3: ('x', 'y', 'z'), 4: ('x', 'y', 'z', 'w')}
@@ -66,7 +66,7 @@ def episode_from_msg(msg: Episode) -> EpisodeRecord:
                          f'{F.FEATURE_DIM}; publisher and subscriber use different feature '
                          'vocabularies (rebuild both from the same selfalign_reward)')
     if len(msg.feature_names) and tuple(msg.feature_names) != FEATURE_COLUMN_NAMES:
-        raise ValueError('Episode.feature_names differ from selfalign_reward.features; rebuild '
+        raise ValueError('Episode.feature_names differ from selfalign_core.features; rebuild '
                          'publisher and subscriber from the same vocabulary')
     t = int(msg.num_steps)
     feats = np.asarray(msg.features, dtype=np.float32)

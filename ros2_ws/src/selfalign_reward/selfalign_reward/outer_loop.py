@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from selfalign_core.episode import EpisodeRecord, stack_features
 from selfalign_reward.alignment import (
     metropolis_hastings,
     MHResult,
@@ -39,7 +40,6 @@ from selfalign_reward.alignment import (
     preference_pairs,
     rank_agreement,
 )
-from selfalign_reward.episode import EpisodeRecord, stack_features
 from selfalign_reward.evaluate import RewardFunction, Theta
 from selfalign_reward.template import RewardTemplate
 

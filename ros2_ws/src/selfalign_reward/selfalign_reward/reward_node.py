@@ -39,11 +39,11 @@ from rclpy.node import Node
 from selfalign_core import names as N
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED
+from selfalign_core.tasks import get_task
 from selfalign_interfaces.msg import RewardSpec
 from selfalign_interfaces.srv import ProposeReward, SetRewardParams
 from selfalign_reward.msgs import spec_to_msg
 from selfalign_reward.store import RewardStore
-from selfalign_reward.tasks import get_task
 from selfalign_reward.template import reference_template_source
 
 LLM_CALL_DEADLINE_S = 300.0

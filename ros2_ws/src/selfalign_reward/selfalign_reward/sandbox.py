@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from selfalign_reward import features as F
+from selfalign_core import features as F
 from selfalign_reward.meter import METER, metered_source_tree, MeteredReward, RewardBoundError
 from selfalign_reward.template import (
     ALLOWED_NUMPY,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfalign_reward import features as F
-from selfalign_reward import tasks
-from selfalign_reward.episode import EpisodeRecord
+from selfalign_core import features as F
+from selfalign_core import tasks
+from selfalign_core.episode import EpisodeRecord
 
 REST_Z = F.BLOCK_SIZE_M / 2  # block centre height at rest on a table at z = 0, m
 CONTROL_PERIOD_S = 0.1       # 10 Hz control (docs/method.md "Task set-up")

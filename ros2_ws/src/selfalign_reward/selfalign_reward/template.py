@@ -12,7 +12,7 @@ comments)::
         reach = -p['w_reach'] * f['ee_block_dist']
         return reach, {'reach': reach}
 
-``f`` maps feature names (``selfalign_reward.features.FEATURE_NAMES``) to batched arrays
+``f`` maps feature names (``selfalign_core.features.FEATURE_NAMES``) to batched arrays
 (scalars ``(B,)``, vectors ``(B, 3)``); ``p`` maps parameter names to floats; ``np`` is a namespace
 holding only ``ALLOWED_NUMPY``. ``reward`` returns ``(total (B,), {term name: (B,)})``.
 
@@ -32,7 +32,7 @@ import hashlib
 import math
 from pathlib import Path
 
-from selfalign_reward.features import FEATURE_NAMES
+from selfalign_core.features import FEATURE_NAMES
 
 #: numpy functions a template may call as ``np.<name>`` (``linalg.norm`` as ``np.linalg.norm``).
 ALLOWED_NUMPY: tuple[str, ...] = (

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from selfalign_reward import features as F
-from selfalign_reward import tasks
+from selfalign_core import features as F
+from selfalign_core import tasks
+from selfalign_core.episode import stack_features
 from selfalign_reward.alignment import (
     AlignmentProblem,
     log_likelihood,
@@ -19,7 +20,6 @@ from selfalign_reward.alignment import (
     preference_pairs,
     rank_agreement,
 )
-from selfalign_reward.episode import stack_features
 from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.synthetic import random_episodes, synthetic_episode
 from selfalign_reward.template import load_reference_template

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from selfalign_reward import features as F
+from selfalign_core import features as F
 from selfalign_reward.evaluate import RewardFunction, RewardRuntimeError
 from selfalign_reward.sandbox import sample_features
 from selfalign_reward.template import load_reference_template

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from selfalign_reward import features as F
-from selfalign_reward import tasks
+from selfalign_core import features as F
+from selfalign_core import tasks
 
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])  # gripper pointing down: 180 deg about x (xyzw)
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])

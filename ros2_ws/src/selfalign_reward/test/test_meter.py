@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from selfalign_reward import features as F
+from selfalign_core import features as F
 from selfalign_reward.evaluate import RewardFunction, RewardRuntimeError
 from selfalign_reward.meter import BUDGET_FACTOR, OP_FACTOR
 from selfalign_reward.sandbox import restricted_globals, sample_features

@@ -3,10 +3,10 @@ fall back to a single chain and still align."""
 
 import numpy as np
 
-from selfalign_reward import features as F
-from selfalign_reward import tasks
+from selfalign_core import features as F
+from selfalign_core import tasks
+from selfalign_core.episode import stack_features
 from selfalign_reward.alignment import AlignmentProblem, metropolis_hastings
-from selfalign_reward.episode import stack_features
 from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.sandbox import validate_template
 from selfalign_reward.synthetic import random_episodes

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from selfalign_core import features as F
+from selfalign_core.episode import EpisodeRecord, stack_features
 from selfalign_interfaces.msg import Episode
-from selfalign_reward import features as F
-from selfalign_reward.episode import EpisodeRecord, stack_features
 from selfalign_reward.msgs import (
     episode_from_msg,
     episode_to_msg,

@@ -8,9 +8,9 @@ import pytest
 from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
+from selfalign_core import tasks
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_interfaces.srv import RankTrajectories, SetRewardParams
-from selfalign_reward import tasks
 from selfalign_reward.msgs import episode_from_msg, episode_to_msg, spec_to_msg
 from selfalign_reward.reward_node import LATCHED
 from selfalign_reward.synthetic import synthetic_episode

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from selfalign_reward import features as F
-from selfalign_reward import tasks
-from selfalign_reward.episode import stack_features
+from selfalign_core import features as F
+from selfalign_core import tasks
+from selfalign_core.episode import stack_features
 from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.outer_loop import (
     check_proposal,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from selfalign_reward.features import FEATURE_NAMES
+from selfalign_core.features import FEATURE_NAMES
 from selfalign_reward.sandbox import (
     compile_reward,
     restricted_globals,
@@ -56,7 +56,7 @@ def test_good_template_parses_and_computes():
     assert t.param_names == ('w',)
     assert t.initial_theta() == {'w': 1.0}
     fn = compile_reward(t)
-    from selfalign_reward.features import unpack
+    from selfalign_core.features import unpack
     f = unpack(sample_features(8))
     total, terms = fn(f, {'w': 2.0})
     np.testing.assert_allclose(total, -2.0 * f['ee_block_dist'] + (f['contact_force'] > 0.1))

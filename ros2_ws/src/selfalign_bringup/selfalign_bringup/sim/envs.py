@@ -38,8 +38,8 @@ import numpy as np
 
 from selfalign_bringup.sim.config import SimConfig
 from selfalign_bringup.sim.world import PandaWorld, StepResult
+from selfalign_core import features, tasks
 from selfalign_core.contract import ACTION_DIM, action_to_command, ActionScale
-from selfalign_reward import features, tasks
 
 RewardFn = Callable[[dict[str, np.ndarray]], Any]
 OBS_MODES = ('state', 'pixels')

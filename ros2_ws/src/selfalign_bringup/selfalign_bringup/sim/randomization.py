@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 from selfalign_bringup.rehearsal import CommandDelay
-from selfalign_reward import features as F
+from selfalign_core import features as F
 
 Range = tuple[float, float]
 

@@ -30,7 +30,7 @@ import pybullet_data
 
 from selfalign_bringup.sim import camera
 from selfalign_bringup.sim.config import SimConfig
-from selfalign_reward import features
+from selfalign_core import features
 
 #: PyBullet link indices of the pybullet_data Panda (docs/method.md "Simulator facts").
 ARM_JOINTS = (0, 1, 2, 3, 4, 5, 6)

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from selfalign_core import tasks
 from selfalign_llm.backends.base import BackendError, Completion, Request
-from selfalign_reward import tasks
 from selfalign_reward.template import reference_template_source
 
 MODEL_NAME = 'scripted-teacher (simulated)'

@@ -27,7 +27,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header
 
 from selfalign_core.contract import BASE_FRAME, CAMERA_FRAME, FINGER_JOINTS
-from selfalign_policy.observation import ContractSnapshot
+from selfalign_core.observation import ContractSnapshot
 
 _NS = 1_000_000_000
 

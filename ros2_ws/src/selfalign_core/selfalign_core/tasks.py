@@ -5,7 +5,7 @@ here so that the simulator, the policy's evaluation, the scripted teacher and th
 descriptions agree. ``oracle_reward`` is a hand-written dense reward used only as a baseline and
 for learning checks — it is never shown to the method.
 
-Features are dicts of arrays from ``selfalign_reward.features`` with leading axes ``(..., T)``
+Features are dicts of arrays from ``selfalign_core.features`` with leading axes ``(..., T)``
 for an
 episode of T steps (scalars ``(T,)``, vectors ``(T, 3)``).
 """

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from selfalign_reward import features as F
+from selfalign_core import features as F
 
 
 @dataclass

@@ -32,8 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from selfalign_core import features as F
 from selfalign_core.contract import ACTION_DIM, FINGER_JOINTS
-from selfalign_reward import features as F
 
 
 @dataclass
