@@ -223,8 +223,8 @@ def ros_one(task: str, variant: str, latency_ms: int, episodes: int,
     bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge', params={
         'task': task, 'mode': 'realtime', 'seed': seed, 'command_timeout_s': 0.5,
         'rehearsal_latency_s': latency_ms / 1e3, 'randomize': randomize})
-    policy = NodeProcess('selfalign_policy', 'policy_node', params={
-        'task': task, 'deploy': True, 'checkpoint': str(ckpt_path(task, variant)),
+    policy = NodeProcess('selfalign_policy', 'deploy_node', params={
+        'task': task, 'checkpoint': str(ckpt_path(task, variant)),
         'seed': seed, 'deploy_episodes': episodes, 'control_rate_hz': 1.0 / PERIOD_S})
     wins: list[bool] = []
     t0 = time.monotonic()

@@ -1,7 +1,7 @@
-"""Deployment on the contract: policy_node deploy mode against the realtime bridge, and reset_node.
+"""Deployment on the contract: deploy_node against the realtime bridge, and reset_node.
 
-Real processes over DDS: the pybullet_bridge in realtime mode (the hardware timing), policy_node
-with ``deploy: true`` (timer-driven, latest observations, safety layer), reset_node. Checks the
+Real processes over DDS: the pybullet_bridge in realtime mode (the hardware timing), deploy_node
+(timer-driven, latest observations, safety layer), reset_node. Checks the
 issue-7 deployment guarantees: a deployment never explores (episode actions == the checkpoint's
 deterministic actor on the recorded observations), the e-stop stops commands within one control
 period and latches until released, stale observations stop the arm.
@@ -83,8 +83,8 @@ def test_deploy_is_deterministic_estop_latches_and_stale_state_stops_the_arm(che
     bridge = NodeProcess('selfalign_bringup', 'pybullet_bridge',
                          params={'mode': 'realtime', 'control_rate_hz': RATE_HZ,
                                  'command_timeout_s': 0.5})
-    policy = NodeProcess('selfalign_policy', 'policy_node',
-                         params={'deploy': True, 'checkpoint': checkpoint, 'hidden_dim': 16,
+    policy = NodeProcess('selfalign_policy', 'deploy_node',
+                         params={'checkpoint': checkpoint, 'hidden_dim': 16,
                                  'control_rate_hz': RATE_HZ, 'observation_timeout_s': 0.2,
                                  'deploy_stop_on_success': False})
     with TestNode('deploy_probe') as probe:
@@ -201,15 +201,16 @@ def test_deploy_plan_external_driver_and_rehearsal(tmp_path):
     from selfalign_bringup.wiring import ConfigError, deploy_plan, DeployArgs
 
     ext = deploy_plan(DeployArgs(checkpoint='/x/checkpoint.pt', reset_mode='operator'))
-    assert [p.name for p in ext] == ['policy_node', 'reset_node']
+    assert [p.name for p in ext] == ['deploy_node', 'reset_node']
+    assert ext[0].executable == 'deploy_node'
     pol = ext[0].parameters
-    assert pol['deploy'] is True and pol['checkpoint'] == '/x/checkpoint.pt'
+    assert pol['checkpoint'] == '/x/checkpoint.pt'
     assert pol['use_sim_time'] is False and 'run_dir' not in pol
     assert ('object_pose', '/object_tracker/pose') in ext[0].remappings
     assert ext[1].parameters['mode'] == 'operator'
     sim = deploy_plan(DeployArgs(checkpoint='c.pt', driver='pybullet',
                                  rehearsal_latency_s=0.05, randomize=True))
-    assert [p.name for p in sim] == ['policy_node', 'pybullet_bridge']
+    assert [p.name for p in sim] == ['deploy_node', 'pybullet_bridge']
     assert sim[1].parameters['mode'] == 'realtime' and sim[1].parameters['randomize'] is True
     assert sim[1].parameters['rehearsal_latency_s'] == 0.05 and not sim[0].remappings
     with pytest.raises(ConfigError, match='checkpoint'):

@@ -25,6 +25,7 @@ setup(
     entry_points={
         'console_scripts': [
             'policy_node = selfalign_policy.policy_node:main',
+            'deploy_node = selfalign_policy.deploy_node:main',
         ],
     },
 )

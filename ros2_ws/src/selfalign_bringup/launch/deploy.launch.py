@@ -4,7 +4,7 @@ ros2 launch selfalign_bringup deploy.launch.py checkpoint:=runs/<run>/checkpoint
     [task:=touch driver:=external|pybullet reset_mode:=scripted|operator obs:=state|pixels
      episodes:=0 rehearsal_latency_s:=0.05 randomize:=false]
 
-policy_node runs inference only (deploy: deterministic actor, steady timer, safety layer,
+deploy_node runs inference only (deterministic actor, steady timer, safety layer,
 /selfalign/estop, observation watchdog); reset_node serves /selfalign/reset_episode on hardware.
 The nodes and parameters come from ``selfalign_bringup.wiring.deploy_plan``.
 """

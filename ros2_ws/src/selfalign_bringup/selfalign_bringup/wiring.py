@@ -325,7 +325,7 @@ def deploy_args_from_strings(raw: dict[str, str]) -> DeployArgs:
 
 
 def deploy_plan(args: DeployArgs, directory: Path | None = None) -> list[NodePlan]:
-    """Nodes of a deployment: policy_node (deploy: inference only, safety layer on) and either
+    """Nodes of a deployment: deploy_node (inference only, safety layer on) and either
     reset_node (driver:=external, hardware resets) or the realtime pybullet_bridge (rehearsal).
     Real time everywhere (no /clock); the policy's parameters come from config/<task>.yaml's
     policy_node block (network sizes must match the checkpoint's) with the deploy overrides."""
@@ -334,7 +334,7 @@ def deploy_plan(args: DeployArgs, directory: Path | None = None) -> list[NodePla
     task_cfg = _load_yaml(directory / TASK_CONFIGS[args.task])
     shared = {'task': args.task, 'use_sim_time': False}
     policy = {**task_cfg.get('/**', {}), **task_cfg.get('policy_node', {}), **shared,
-              'deploy': True, 'checkpoint': args.checkpoint, 'obs': args.obs,
+              'checkpoint': args.checkpoint, 'obs': args.obs,
               'mode': 'realtime', 'deploy_episodes': int(args.episodes)}
     policy.pop('run_dir', None)
     remaps: list[tuple[str, str]] = []
@@ -351,6 +351,6 @@ def deploy_plan(args: DeployArgs, directory: Path | None = None) -> list[NodePla
                   'randomize': bool(args.randomize)}
         bridge.pop('run_dir', None)
         plans.append(NodePlan('pybullet_bridge', 'selfalign_bringup', 'pybullet_bridge', bridge))
-    plans.insert(0, NodePlan('policy_node', 'selfalign_policy', 'policy_node', policy,
+    plans.insert(0, NodePlan('deploy_node', 'selfalign_policy', 'deploy_node', policy,
                              list(remaps)))
     return plans

@@ -169,7 +169,7 @@ def test_deploy_launch_file_starts_the_planned_nodes_with_their_parameters(drive
         assert got[name][:2] == (package, executable), name
         assert {k: got[name][2].get(k) for k in params} == params, name
         assert got[name][3] == remaps, name
-    assert got['policy_node'][2]['deploy'] is True
+    assert got['deploy_node'][1] == 'deploy_node' and 'checkpoint' in got['deploy_node'][2]
 
 
 @pytest.mark.parametrize('raw, words', [

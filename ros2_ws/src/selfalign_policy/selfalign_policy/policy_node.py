@@ -38,24 +38,15 @@ Parameters:
     videos_per_eval (int, 1): the first this many evaluation episodes of each round
         are reset with ResetEpisode.render_video (the driver films them for monitor_node's
         evaluation videos); 0 = none.
-    deploy (bool, false): inference only — load ``checkpoint``, act deterministically (the
-        actor mean: no exploration, no training) on a steady timer at control_rate_hz from the
-        latest observations, every command through ``safety.SafetyLayer`` (e-stop latch,
-        observation watchdog, speed, workspace box, gripper force).
-    checkpoint (string, ''): deploy: checkpoint file ('' = <run_dir>/checkpoint.pt).
-    control_rate_hz (double, 10.0): deploy: command rate.
-    deploy_episodes (int, 0): deploy: episodes to run, then hold (0 = until shutdown).
-    deploy_stop_on_success (bool, true): deploy: end an episode once the task succeeded.
-    safety_workspace_low_m / safety_workspace_high_m (double[3]): deploy: EE box, base frame.
-    safety_max_ee_speed_mps (double, 0.3), safety_max_gripper_force_n (double, 15.0),
-    observation_timeout_s (double, 0.3): deploy: safety limits (see safety.SafetyConfig).
+
+Running a trained policy without training (inference, safety layer, e-stop) is its own node,
+``deploy_node`` (same shared infrastructure, ``RobotPolicyNode``).
 
 Subscribes:
     /joint_states (sensor_msgs/JointState), /ee_pose, /object_pose (geometry_msgs/PoseStamped),
     /ee_wrench (geometry_msgs/WrenchStamped), /camera/image_raw (sensor_msgs/Image, pixels only):
     best effort (REP-2003).
     /selfalign/reward_spec (selfalign_interfaces/RewardSpec, reliable + transient local).
-    /selfalign/estop (std_msgs/Bool, reliable; deploy): true latches the e-stop at once.
 
 Publishes:
     /servo_node/delta_twist_cmds (geometry_msgs/TwistStamped), /gripper_controller/commands
@@ -66,9 +57,7 @@ Publishes:
 Calls:
     /selfalign/reset_episode (selfalign_interfaces/srv/ResetEpisode).
 
-Services (deploy):
-    /selfalign/estop_release (std_srvs/Trigger): clears the e-stop latch when the last
-        /selfalign/estop message was false; the next episode starts with a reset.
+(Names are relative: under a namespace they move with it.)
 """
 
 from __future__ import annotations
@@ -83,13 +72,10 @@ from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
-from std_srvs.srv import Trigger
+from std_msgs.msg import Float64MultiArray, String
 
 from selfalign_core import contract as C
 from selfalign_core import contract_msgs as cm
@@ -106,11 +92,7 @@ from selfalign_policy.frame_buffer import FrameBuffer, pick_key_frames
 from selfalign_policy.replay import capacity_for_memory, slot_bytes
 from selfalign_policy.robot_env import EnvStoppedError, RobotContractEnv, StateSync
 from selfalign_policy.safety import (
-    DeployedPolicy,
     ObservationWatchdog,
-    RobotState,
-    SafetyConfig,
-    SafetyLayer,
 )
 from selfalign_policy.trainer import Callbacks, CHECKPOINT_NAME, EpisodeData, Trainer
 from selfalign_reward.evaluate import RewardFunction, RewardRuntimeError
@@ -144,14 +126,98 @@ def _desc(text: str, lo: float | None = None, hi: float | None = None,
     return d
 
 
-class PolicyNode(Node):
-    """See the module docstring."""
+def _specs() -> list[tuple[str, Any, ParameterDescriptor]]:
+    """Every parameter of the robot-driving nodes: (name, default, descriptor); each node
+    declares its subset (COMMON | TRAINING for policy_node, COMMON | DEPLOY for deploy_node)."""
+    return [
 
-    def __init__(self) -> None:
-        super().__init__('policy_node')
-        p = self._declare_all()
+        ('task', 'touch', _desc('task: touch | grasp_lift | push')),
+        ('obs', 'state', _desc('observation: state | pixels')),
+        ('mode', 'lockstep', _desc('driver mode: lockstep | realtime (the node waits for '
+                                   'the state stamped after each command in both)')),
+        ('reward_source', 'spec', _desc('spec: train on /selfalign/reward_spec; oracle: '
+                                        'the hand-written baseline reward')),
+        ('total_env_steps', 30000, _desc('training env steps', 0, 10**9, True)),
+        ('seed', 0, _desc('seed of torch, numpy, replay and episode seeds', 0, 2**31 - 1,
+                          True)),
+        ('run_dir', '', _desc("checkpoint directory ('' = no checkpoints)")),
+        ('resume', False, _desc('continue from <run_dir>/checkpoint.pt if present')),
+        ('checkpoint_every_steps', 10000, _desc('checkpoint period, env steps (0 = never)',
+                                                0, 10**9, True)),
+        ('eval_every_steps', 5000, _desc('evaluation period, env steps (0 = never)', 0,
+                                         10**9, True)),
+        ('eval_episodes', 5, _desc('deterministic episodes per evaluation', 0, 1000, True)),
+        ('hidden_dim', 256, _desc('MLP width of actor and Q heads', 8, 4096, True)),
+        ('lr', 3e-4, _desc('Adam learning rate (3e-4 learns push within 60k steps; '
+                           'docs/tasks.md)', 1e-6, 1e-2)),
+        ('batch_size', 256, _desc('transitions per update', 1, 4096, True)),
+        ('num_expl_steps', 2000, _desc('uniform-random env steps before the policy acts',
+                                       0, 10**7, True)),
+        ('update_every_steps', 2, _desc('env steps per gradient update', 1, 100, True)),
+        ('stddev_steps', 30000, _desc('env steps of the exploration std schedule '
+                                      'linear(1.0, 0.1, N)', 1, 10**9, True)),
+        ('replay_capacity', 100000, _desc('replay slots', 16, 10**8, True)),
+        ('replay_memory_mb', 0, _desc('size the replay from this memory budget, MiB (the '
+                                      'capacity it implies is logged); 0 = use '
+                                      'replay_capacity', 0, 10**7, True)),
+        ('device', 'cpu', _desc('cpu | cuda | auto')),
+        ('state_timeout_s', 2.0, _desc('abort the episode (then reset) when the robot is '
+                                       'silent this long mid-episode, s', 0.05, 600.0)),
+        ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
+                                           10**6, True)),
+        ('episode_subscriber_wait_s', 10.0, _desc(
+            'before training, wait this long for a subscriber of the episode topic (the '
+            'monitor, alignment), so none misses the first episodes', 0.0, 600.0)),
+        ('key_frames', 0, _desc('camera frames per Episode for a vision LLM (0 = none)',
+                                0, 64, True)),
+        ('key_frames_topic', 'camera/video/image_raw',
+         _desc('topic of the key frames (sensor_msgs/Image)')),
+        ('videos_per_eval', 1, _desc('evaluation episodes per round the driver is '
+                                             'asked to film (render_video)', 0, 1000,
+                                             True)),
+        ('checkpoint', '', _desc("deploy: checkpoint file ('' = <run_dir>/checkpoint.pt)")),
+        ('control_rate_hz', 10.0, _desc('deploy: command rate, Hz', 1.0, 1000.0)),
+        ('deploy_episodes', 0, _desc('deploy: episodes to run, then hold (0 = forever)', 0,
+                                     10**9, True)),
+        ('deploy_stop_on_success', True, _desc('deploy: end an episode once the task '
+                                               'succeeded (hold steps met)')),
+        ('safety_workspace_low_m', [0.30, -0.30, 0.015],
+         _desc('deploy: lower corner (x, y, z) of the EE box, base frame, m')),
+        ('safety_workspace_high_m', [0.75, 0.30, 0.40],
+         _desc('deploy: upper corner (x, y, z) of the EE box, base frame, m')),
+        ('safety_max_ee_speed_mps', 0.3, _desc('deploy: EE speed cap (norm), m/s', 0.001,
+                                               2.0)),
+        ('safety_max_gripper_force_n', 15.0, _desc('deploy: per-pad contact force above '
+                                                   'which the gripper stops closing, N',
+                                                   0.01, 1000.0)),
+        ('observation_timeout_s', 0.3, _desc('deploy: watchdog, stop the arm when the '
+                                             'newest observation is older, s', 0.001,
+                                             60.0)),
+    ]
+
+
+#: Parameters of both nodes.
+COMMON = frozenset({'task', 'obs', 'mode', 'reward_source', 'seed', 'run_dir', 'state_timeout_s',
+                    'key_frames', 'key_frames_topic', 'videos_per_eval'})
+#: deploy_node's own parameters.
+DEPLOY = frozenset({'checkpoint', 'control_rate_hz', 'deploy_episodes', 'deploy_stop_on_success',
+                    'safety_workspace_low_m', 'safety_workspace_high_m',
+                    'safety_max_ee_speed_mps', 'safety_max_gripper_force_n',
+                    'observation_timeout_s'})
+#: policy_node's own parameters (the learner).
+TRAINING = frozenset(name for name, _, _ in _specs()) - COMMON - DEPLOY
+
+
+class RobotPolicyNode(Node):
+    """What policy_node and deploy_node share: the contract's state in (``sync``, ``watchdog``),
+    commands and resets out (the ``Transport`` of ``RobotContractEnv``), the reward in force
+    (from the latched spec, with the fallback to the previous one), episodes and stats out."""
+
+    def __init__(self, node_name: str, own: frozenset[str]) -> None:
+        super().__init__(node_name)
+        p = self._declare(COMMON | own)
         self._p = p
-        self.exit_code = 0  # non-zero after a fatal training error (main() exits with it)
+        self.exit_code = 0  # non-zero after a fatal error (main() exits with it)
         self._stop = threading.Event()
         self._spec_ready = threading.Event()
         self._reward_lock = threading.Lock()
@@ -194,12 +260,6 @@ class PolicyNode(Node):
             warn=lambda s: self.get_logger().warning(s, throttle_duration_sec=5.0),
             should_stop=self._stop.is_set,
             videos_per_eval=p['videos_per_eval'])
-        self.get_logger().info(f'policy_node: {json.dumps(p)}; config {self.cfg.to_dict()}')
-        self._worker = threading.Thread(target=self._train, name='drqv2', daemon=True)
-        if p['deploy']:
-            self._init_deploy()
-        else:
-            self._worker.start()
 
     def _on_state(self, kind: str, msg: Any) -> None:
         self.sync.put(kind, msg)
@@ -231,81 +291,21 @@ class PolicyNode(Node):
                                f'(from {name})')
         return capacity
 
-    def _declare_all(self) -> dict[str, Any]:
-        specs = [
-            ('task', 'touch', _desc('task: touch | grasp_lift | push')),
-            ('obs', 'state', _desc('observation: state | pixels')),
-            ('mode', 'lockstep', _desc('driver mode: lockstep | realtime (the node waits for '
-                                       'the state stamped after each command in both)')),
-            ('reward_source', 'spec', _desc('spec: train on /selfalign/reward_spec; oracle: '
-                                            'the hand-written baseline reward')),
-            ('total_env_steps', 30000, _desc('training env steps', 0, 10**9, True)),
-            ('seed', 0, _desc('seed of torch, numpy, replay and episode seeds', 0, 2**31 - 1,
-                              True)),
-            ('run_dir', '', _desc("checkpoint directory ('' = no checkpoints)")),
-            ('resume', False, _desc('continue from <run_dir>/checkpoint.pt if present')),
-            ('checkpoint_every_steps', 10000, _desc('checkpoint period, env steps (0 = never)',
-                                                    0, 10**9, True)),
-            ('eval_every_steps', 5000, _desc('evaluation period, env steps (0 = never)', 0,
-                                             10**9, True)),
-            ('eval_episodes', 5, _desc('deterministic episodes per evaluation', 0, 1000, True)),
-            ('hidden_dim', 256, _desc('MLP width of actor and Q heads', 8, 4096, True)),
-            ('lr', 3e-4, _desc('Adam learning rate (3e-4 learns push within 60k steps; '
-                               'docs/tasks.md)', 1e-6, 1e-2)),
-            ('batch_size', 256, _desc('transitions per update', 1, 4096, True)),
-            ('num_expl_steps', 2000, _desc('uniform-random env steps before the policy acts',
-                                           0, 10**7, True)),
-            ('update_every_steps', 2, _desc('env steps per gradient update', 1, 100, True)),
-            ('stddev_steps', 30000, _desc('env steps of the exploration std schedule '
-                                          'linear(1.0, 0.1, N)', 1, 10**9, True)),
-            ('replay_capacity', 100000, _desc('replay slots', 16, 10**8, True)),
-            ('replay_memory_mb', 0, _desc('size the replay from this memory budget, MiB (the '
-                                          'capacity it implies is logged); 0 = use '
-                                          'replay_capacity', 0, 10**7, True)),
-            ('device', 'cpu', _desc('cpu | cuda | auto')),
-            ('state_timeout_s', 2.0, _desc('abort the episode (then reset) when the robot is '
-                                           'silent this long mid-episode, s', 0.05, 600.0)),
-            ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
-                                               10**6, True)),
-            ('episode_subscriber_wait_s', 10.0, _desc(
-                'before training, wait this long for a subscriber of the episode topic (the '
-                'monitor, alignment), so none misses the first episodes', 0.0, 600.0)),
-            ('key_frames', 0, _desc('camera frames per Episode for a vision LLM (0 = none)',
-                                    0, 64, True)),
-            ('key_frames_topic', 'camera/video/image_raw',
-             _desc('topic of the key frames (sensor_msgs/Image)')),
-            ('videos_per_eval', 1, _desc('evaluation episodes per round the driver is '
-                                                 'asked to film (render_video)', 0, 1000,
-                                                 True)),
-            ('deploy', False, _desc('inference only: load checkpoint, deterministic actions, '
-                                    'no training, safety layer on, e-stop and watchdog')),
-            ('checkpoint', '', _desc("deploy: checkpoint file ('' = <run_dir>/checkpoint.pt)")),
-            ('control_rate_hz', 10.0, _desc('deploy: command rate, Hz', 1.0, 1000.0)),
-            ('deploy_episodes', 0, _desc('deploy: episodes to run, then hold (0 = forever)', 0,
-                                         10**9, True)),
-            ('deploy_stop_on_success', True, _desc('deploy: end an episode once the task '
-                                                   'succeeded (hold steps met)')),
-            ('safety_workspace_low_m', [0.30, -0.30, 0.015],
-             _desc('deploy: lower corner (x, y, z) of the EE box, base frame, m')),
-            ('safety_workspace_high_m', [0.75, 0.30, 0.40],
-             _desc('deploy: upper corner (x, y, z) of the EE box, base frame, m')),
-            ('safety_max_ee_speed_mps', 0.3, _desc('deploy: EE speed cap (norm), m/s', 0.001,
-                                                   2.0)),
-            ('safety_max_gripper_force_n', 15.0, _desc('deploy: per-pad contact force above '
-                                                       'which the gripper stops closing, N',
-                                                       0.01, 1000.0)),
-            ('observation_timeout_s', 0.3, _desc('deploy: watchdog, stop the arm when the '
-                                                 'newest observation is older, s', 0.001,
-                                                 60.0)),
-        ]
-        p = {name: self.declare_parameter(name, default, d).value for name, default, d in specs}
+    def _declare(self, names: frozenset[str]) -> dict[str, Any]:
+        """Declare the parameters ``names`` of ``_specs()``; check the choices."""
+        p = {name: self.declare_parameter(name, default, d).value
+             for name, default, d in _specs() if name in names}
         for name, allowed in (('task', tuple(tasks.TASKS)), ('obs', ('state', 'pixels')),
                               ('mode', ('lockstep', 'realtime')),
                               ('reward_source', ('spec', 'oracle'))):
-            if p[name] not in allowed:
+            if name in p and p[name] not in allowed:
                 raise ValueError(f'parameter {name} = {p[name]!r}: choose one of {allowed}')
+        return p
+
+    def _drqv2_config(self, p: dict[str, Any]) -> DrQV2Config:
+        """The learner's configuration from the training parameters."""
         try:
-            self.cfg = DrQV2Config.from_dict({
+            return DrQV2Config.from_dict({
                 'agent': {'hidden_dim': p['hidden_dim'], 'lr': p['lr'],
                           'batch_size': p['batch_size'], 'num_expl_steps': p['num_expl_steps'],
                           'update_every_steps': p['update_every_steps'],
@@ -319,7 +319,6 @@ class PolicyNode(Node):
                             'metrics_every_updates': p['stats_every_updates']}})
         except ConfigError as exc:
             raise ValueError(f'bad policy_node parameter: {exc}') from None
-        return p
 
     # ------------------------------------------------------------------ Transport
     def send_command(self, velocity_mps: np.ndarray, finger_width_m: float) -> None:
@@ -441,6 +440,18 @@ class PolicyNode(Node):
     def _publish_stats(self, payload: dict[str, Any]) -> None:
         self._pub_stats.publish(String(data=json.dumps(payload)))
 
+
+class PolicyNode(RobotPolicyNode):
+    """See the module docstring: trains DrQ-v2 on a worker thread."""
+
+    def __init__(self) -> None:
+        super().__init__('policy_node', TRAINING)
+        self.cfg = self._drqv2_config(self._p)
+        self.get_logger().info(f'policy_node: {json.dumps(self._p)}; '
+                               f'config {self.cfg.to_dict()}')
+        self._worker = threading.Thread(target=self._train, name='drqv2', daemon=True)
+        self._worker.start()
+
     def _train(self) -> None:
         log = self.get_logger()
         while not self._spec_ready.wait(1.0):
@@ -493,204 +504,6 @@ class PolicyNode(Node):
             self._stop.set()
             rclpy.try_shutdown(context=self.context)
 
-    # ------------------------------------------------------------------ deploy mode
-    def _init_deploy(self) -> None:
-        """Inference only: policy from the checkpoint, safety layer, e-stop, control timer."""
-        import torch
-
-        p = self._p
-        torch.set_num_threads(1)
-        path = p['checkpoint'] or (str(Path(p['run_dir']) / CHECKPOINT_NAME)
-                                   if p['run_dir'] else '')
-        if not path:
-            raise ValueError('deploy: set parameter checkpoint (or run_dir) to the trained '
-                             'checkpoint.pt')
-        if not Path(path).is_file():
-            raise ValueError(f'deploy: checkpoint {path!r} does not exist; pass the file the '
-                             'trainer wrote (<run_dir>/checkpoint.pt)')
-        self.policy = DeployedPolicy(path, device='cpu')
-        period = 1.0 / float(p['control_rate_hz'])
-        try:
-            self.safety = SafetyLayer(SafetyConfig(
-                workspace_low_m=tuple(p['safety_workspace_low_m']),
-                workspace_high_m=tuple(p['safety_workspace_high_m']),
-                max_ee_speed_mps=p['safety_max_ee_speed_mps'],
-                max_gripper_force_n=p['safety_max_gripper_force_n'],
-                observation_timeout_s=p['observation_timeout_s'], control_period_s=period))
-        except ValueError as exc:
-            raise ValueError(f'deploy: bad safety parameter: {exc}') from None
-        self._cmd_lock = threading.Lock()  # a stop published by the e-stop is never overtaken
-        self._estop_msg = False
-        self._dep: dict[str, Any] = {'phase': 'reset', 'future': None, 'episodes': 0,
-                                     'seed': int(p['seed']), 'sent_at': 0.0}
-        safety_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Bool, N.ESTOP, self._on_estop, RELIABLE,
-                                 callback_group=safety_group)
-        self.create_service(Trigger, N.ESTOP_RELEASE, self._on_estop_release,
-                            callback_group=safety_group)
-        self._deploy_timer = self.create_timer(
-            period, self._deploy_tick, callback_group=MutuallyExclusiveCallbackGroup(),
-            clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.get_logger().info(f'deploy: policy from {path} (trained {self.policy.env_step} env '
-                               f'steps), {p["control_rate_hz"]} Hz, {self.safety.cfg}')
-
-    def _send_stop(self) -> None:
-        """Zero twist, no gripper command (the gripper holds its last target)."""
-        self._pub_twist.publish(cm.twist_msg(np.zeros(3), self.get_clock().now().nanoseconds))
-
-    def _on_estop(self, msg: Bool) -> None:
-        self._estop_msg = bool(msg.data)
-        if not msg.data:
-            return
-        with self._cmd_lock:
-            first = not self.safety.estop_latched
-            self.safety.engage_estop('estop topic')
-            self._send_stop()
-        if first:
-            self._dep['phase'] = 'estopped'
-            self.get_logger().error(f'E-STOP on {N.ESTOP}: arm stopped; call {N.ESTOP_RELEASE} '
-                                    'after the e-stop is cleared (false) to continue')
-            self._publish_stats({'kind': 'estop', 'engaged': True})
-
-    def _on_estop_release(self, request: Trigger.Request,
-                          response: Trigger.Response) -> Trigger.Response:
-        if self._estop_msg:
-            response.success = False
-            response.message = f'{N.ESTOP} is still true: clear it (publish false) first'
-            return response
-        with self._cmd_lock:
-            self.safety.release_estop()
-            self._dep.update(phase='reset', future=None)
-        response.success = True
-        response.message = 'e-stop released; the next episode starts with a reset'
-        self.get_logger().warning(response.message)
-        self._publish_stats({'kind': 'estop', 'engaged': False})
-        return response
-
-    def _robot_state(self, out: Any) -> RobotState:
-        raw = out.raw
-        return RobotState(np.asarray(raw['ee_pos'], np.float64), float(raw['finger_width']),
-                          np.array([raw['force_left'], raw['force_right']], np.float64))
-
-    def _act_and_send(self, out: Any, msgs: dict[str, Any] | None) -> None:
-        """Deterministic action on ``out`` -> safety -> publish; remembers the action."""
-        if self.env.obs_mode == 'pixels':
-            frame = np.ascontiguousarray(cm.image_array(msgs['image']).transpose(2, 0, 1))
-        else:
-            frame = out.observation
-        action = self.policy.act(frame)
-        velocity, width = C.action_to_command(action, self.env.action_scale)
-        with self._cmd_lock:
-            cmd = self.safety.filter(velocity, width, self._robot_state(out),
-                                     self.watchdog.age_s(time.monotonic()))
-            if cmd.stopped:
-                self._send_stop()
-            else:
-                if cmd.finger_width_m is not None:
-                    self._pub_grip.publish(cm.gripper_msg(cmd.finger_width_m))
-                self._pub_twist.publish(cm.twist_msg(cmd.velocity_mps,
-                                                     self.get_clock().now().nanoseconds))
-        self._dep['action'] = action
-
-    def _deploy_tick(self) -> None:
-        d, log = self._dep, self.get_logger()
-        if d['phase'] in ('done', 'estopped') or self.safety.estop_latched:
-            with self._cmd_lock:
-                self._send_stop()
-            return
-        if d['phase'] == 'reset':
-            self._deploy_reset()
-            return
-        now = time.monotonic()
-        if self.safety.is_stale(self.watchdog.age_s(now)):
-            with self._cmd_lock:
-                self.safety.filter(np.zeros(3), 0.0, None, None)  # counts the intervention
-                self._send_stop()
-            log.warning(f'observations stale (> {self.safety.cfg.observation_timeout_s} s): arm '
-                        'stopped until the driver publishes again', throttle_duration_sec=2.0)
-            return
-        msgs = self.sync.wait_newer(d['reset_ns'] - 1, 0.0)
-        if msgs is None:  # still the previous episode's messages: wait for this one's
-            return
-        out = self.env.builder.step(self.env._snapshot(msgs), d['action'])
-        d['features'].append(out.packed)
-        d['actions'].append(d['action'])
-        d['flags'].append(bool(tasks.step_condition(self._p['task'], out.features)[0]))
-        task = self._p['task']
-        ep = np.stack(d['features'])
-        success = bool(tasks.episode_success(task, F.unpack(ep)))
-        if len(ep) >= tasks.get_task(task).episode_steps or (
-                success and self._p['deploy_stop_on_success']):
-            self._deploy_finish(ep, success)
-            return
-        self._act_and_send(out, msgs)
-
-    def _deploy_reset(self) -> None:
-        d = self._dep
-        with self._cmd_lock:
-            self._send_stop()
-        if d['future'] is None:
-            if not self._reset_client.service_is_ready():
-                self.get_logger().warning(f'deploy: waiting for {C.RESET_EPISODE}',
-                                          throttle_duration_sec=5.0)
-                return
-            d['future'] = self._reset_client.call_async(ResetEpisode.Request(seed=d['seed']))
-            d['sent_at'] = time.monotonic()
-            return
-        if not d['future'].done():
-            if time.monotonic() - d['sent_at'] > 120.0:  # hardware resets may take a while
-                d['future'].cancel()
-                d['future'] = None
-            return
-        reply, d['future'] = d['future'].result(), None
-        if reply is None or not reply.success:
-            self.get_logger().warning(f'deploy: reset failed ({getattr(reply, "message", "")}); '
-                                      'retrying', throttle_duration_sec=5.0)
-            return
-        msgs = {'joint_states': reply.joint_state, 'ee_pose': reply.ee_pose,
-                'object_pose': reply.object_pose, 'ee_wrench': reply.ee_wrench}
-        goal, _ = cm.pose_arrays(reply.goal_pose)
-        out = self.env.builder.reset(self.env._snapshot(msgs), goal, reply.block_rest_z)
-        self.policy.reset()
-        d.update(phase='run', features=[], actions=[], flags=[], episode_seed=int(reply.seed),
-                 action=np.zeros(C.ACTION_DIM, np.float32), t0=time.monotonic(),
-                 reset_ns=cm.stamp_ns(reply.ee_pose.header.stamp))
-        img = None
-        if self.env.obs_mode == 'pixels':
-            img = self.sync.wait_newer(-1, 0.0)
-            if img is None:
-                return  # no image yet: the first tick acts
-        self._act_and_send(out, img)
-
-    def _deploy_finish(self, ep: np.ndarray, success: bool) -> None:
-        d, p = self._dep, self._p
-        with self._cmd_lock:
-            self._send_stop()
-        with self._reward_lock:
-            fn, version = self._reward_fn, self._reward_version
-        rewards = (np.asarray(fn(ep), np.float32) if fn is not None
-                   else np.zeros(len(ep), np.float32))
-        data = EpisodeData(task=p['task'], features=ep.astype(np.float32),
-                           actions=np.stack(d['actions']).astype(np.float32), rewards=rewards,
-                           success_flags=np.asarray(d['flags'], bool), success=success,
-                           block_rest_z=float(self.env.builder.block_rest_z),
-                           seed=d['episode_seed'], episode_index=d['episodes'], env_step=0,
-                           reward_version=version, evaluation=True,
-                           extra={'return': float(rewards.sum())})
-        msg = episode_to_msg(EpisodeRecord(**data.record_fields()))
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._pub_episode.publish(msg)
-        self._publish_stats({'kind': 'deploy_episode', 'episode_index': d['episodes'],
-                             'seed': d['episode_seed'], 'success': success, 'steps': len(ep),
-                             'wall_s': time.monotonic() - d['t0'],
-                             'interventions': dict(self.safety.interventions)})
-        d['episodes'] += 1
-        d['seed'] = -1  # the driver's own sequence from here on
-        more = p['deploy_episodes'] == 0 or d['episodes'] < p['deploy_episodes']
-        d['phase'] = 'reset' if more else 'done'
-        if not more:
-            self._publish_stats({'kind': 'done', 'deploy_episodes': d['episodes']})
-
     def close(self) -> None:
         """Stop training and write a final checkpoint (Ctrl-C, or the embedded runner's end).
 
@@ -699,13 +512,6 @@ class PolicyNode(Node):
         fresh episode from these counters.
         """
         self._stop.set()
-        if self._p['deploy']:  # inference only: stop the arm, nothing to save
-            try:
-                with self._cmd_lock:
-                    self._send_stop()
-            except Exception:  # noqa: BLE001 - the context may already be shut down
-                pass
-            return
         self._worker.join(timeout=30.0)
         trainer = getattr(self, 'trainer', None)
         if (self._worker.is_alive() or trainer is None or not self._p['run_dir']

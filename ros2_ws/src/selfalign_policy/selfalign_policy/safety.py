@@ -1,7 +1,7 @@
 """Deployment safety layer and inference-only policy for a real arm (pure: numpy/torch, no rclpy).
 
-What stands between a trained policy and the arm's command topics when ``policy_node`` runs with
-``deploy: true``. Every command passes ``SafetyLayer.filter`` once per control period:
+What stands between a trained policy and the arm's command topics in ``deploy_node``. Every
+command passes ``SafetyLayer.filter`` once per control period:
 
 1. **E-stop latch** — ``engage_estop`` (``/selfalign/estop`` std_msgs/Bool true) latches; while
    latched every command is a zero twist and no gripper command is sent (the gripper keeps its
