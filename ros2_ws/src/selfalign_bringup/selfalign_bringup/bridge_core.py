@@ -54,6 +54,9 @@ class BridgeConfig:
     """Control rate; one control period of sim time = 1 / control_rate_hz."""
     command_timeout_s: float = 0.5
     """Real-time mode: a twist older than this is stale and the arm holds (zero velocity)."""
+    publish_clock: bool = True
+    """Publish sim time on /clock (absolute). With several bridges in one run (workers:=N)
+    only the first does: ROS has one clock per domain."""
     publish_camera: bool = False
     """Render and publish /camera/image_raw and /camera/camera_info each step."""
     image_size_px: int = 84

@@ -86,6 +86,7 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
     t.add_argument('--obs', default='state', choices=wiring.OBS_KINDS)
     t.add_argument('--vision', action='store_true', help=wiring.ARG_HELP['vision'])
     t.add_argument('--namespace', default='', help=wiring.ARG_HELP['namespace'])
+    t.add_argument('--workers', type=int, default=1, help=wiring.ARG_HELP['workers'])
     t.add_argument('--run-dir', default='', help='default: runs/<time>-<task>')
     t.add_argument('--runs-root', default='runs', help='parent of new run directories')
     t.add_argument('--resume', default='', metavar='RUN_DIR',
@@ -106,7 +107,8 @@ def prepare(ns: argparse.Namespace) -> tuple[RunDir, dict[str, dict[str, Any]], 
                            obs=ns.obs, seed=ns.seed, run_dir=ns.run_dir,
                            replay_transcript=ns.replay_transcript,
                            vision=bool(getattr(ns, 'vision', False)),
-                           namespace=getattr(ns, 'namespace', ''))
+                           namespace=getattr(ns, 'namespace', ''),
+                           workers=int(getattr(ns, 'workers', 1)))
         try:
             args.validate()
         except wiring.ConfigError as exc:
@@ -189,6 +191,22 @@ class Progress:
 def _node_class(name: str):
     module, cls = NODE_CLASSES[name]
     return getattr(__import__(module, fromlist=[cls]), cls)
+
+
+def _instance_options(plan: wiring.NodePlan, namespace: str) -> dict[str, Any]:
+    """Node() options of one instance in the embedded run, where the process-wide arguments
+    carry the params file and the run's namespace: an instance in its own namespace (a worker's
+    bridge), with remaps (the monitor of a run with workers) or own parameters gets them here."""
+    from rclpy.parameter import Parameter
+
+    local = [*(['-r', f'__ns:=/{plan.namespace}'] if plan.namespace != namespace else []),
+             *[a for src, dst in plan.remappings for a in ('-r', f'{src}:={dst}')]]
+    options: dict[str, Any] = {}
+    if local:
+        options['cli_args'] = ['--ros-args', *local]
+    if plan.overrides:
+        options['parameter_overrides'] = [Parameter(k, value=v) for k, v in plan.overrides.items()]
+    return options
 
 
 def _ros_environment() -> None:
@@ -294,10 +312,10 @@ def train(ns: argparse.Namespace) -> int:
     executor = MultiThreadedExecutor(num_threads=3)
     progress = None
     try:
-        names = [n for n in NODE_CLASSES if n in {p.name for p in wiring.plan(
-            wiring.Args(task=config['/**']['task']), config)}]
-        for name in names:
-            nodes[name] = _node_class(name)()
+        plans = wiring.plan(wiring.Args(task=config['/**']['task'], namespace=namespace), config)
+        for plan in sorted(plans, key=lambda p: list(NODE_CLASSES).index(p.name)):
+            key = '/'.join(filter(None, (plan.namespace, plan.name)))
+            nodes[key] = _node_class(plan.name)(**_instance_options(plan, namespace))
         nodes['_progress'] = rclpy.create_node('selfalign_train_progress')
         progress = Progress(nodes['_progress'], steps, run.last_env_step(), not ns.no_progress)
         for node in nodes.values():

@@ -210,7 +210,8 @@ class MonitorNode(Node):
         self._run.log('eval' if msg.evaluation else 'episode', msg.env_step,
                       episode=msg.episode_index, success=int(msg.success),
                       success_rate=int(msg.success) if msg.evaluation else '',
-                      ret=f'{sum(msg.rewards):.4f}', reward_version=msg.reward_version)
+                      ret=f'{sum(msg.rewards):.4f}', reward_version=msg.reward_version,
+                      worker=msg.worker)
         if msg.evaluation and msg.num_steps and msg.feature_dim:
             done = self._eval_rendered.get(msg.env_step, 0)
             if done < self._videos_per_eval:

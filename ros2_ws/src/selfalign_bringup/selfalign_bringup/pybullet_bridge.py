@@ -17,6 +17,8 @@ Parameters:
     mode (string, 'lockstep'): lockstep | realtime.
     control_rate_hz (double, 10.0): control rate; sim time per step = 1 / rate.
     command_timeout_s (double, 0.5): realtime: twist older than this -> arm holds.
+    publish_clock (bool, true): publish sim time on /clock (only one bridge of a run with
+        several arms does).
     publish_camera (bool, false): publish camera/image_raw + camera/camera_info each step.
     image_size_px (int, 84): side of the square camera image.
     video_width_px, video_height_px (int, 320, 240): frames of a second, viewer camera (a
@@ -59,6 +61,8 @@ Publishes:
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import time
 
@@ -103,8 +107,8 @@ def _frange(lo: float, hi: float) -> list[FloatingPointRange]:
 class PyBulletBridge(Node):
     """The sim side of the robot contract; see the module docstring."""
 
-    def __init__(self) -> None:
-        super().__init__('pybullet_bridge')
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('pybullet_bridge', **kwargs)
         self.cfg = self._declare_parameters()
         # Imported here so that `--help`-style failures on parameters do not pay for pybullet.
         from selfalign_bringup.sim import PandaWorld, SimConfig
@@ -123,7 +127,8 @@ class PyBulletBridge(Node):
         self._pub_ee = self._state_pub(PoseStamped, C.EE_POSE, *state)
         self._pub_wrench = self._state_pub(WrenchStamped, C.EE_WRENCH, *state)
         self._pub_object = self._state_pub(PoseStamped, C.OBJECT_POSE, *state)
-        self._pub_clock = self._state_pub(Clock, C.CLOCK, *state)
+        self._pub_clock = (self._state_pub(Clock, C.CLOCK, *state) if self.cfg.publish_clock
+                           else None)
         self._pub_goal = self.create_publisher(PoseStamped, C.GOAL_POSE, LATCHED)
         if self.cfg.publish_camera:
             self._pub_image = self.create_publisher(Image, C.CAMERA_IMAGE, RELIABLE)
@@ -170,6 +175,9 @@ class PyBulletBridge(Node):
             ('command_timeout_s', d.command_timeout_s, ParameterDescriptor(
                 type=dbl, read_only=True, floating_point_range=_frange(0.001, 10.0),
                 description='realtime mode: a twist older than this is stale, the arm holds')),
+            ('publish_clock', d.publish_clock, ParameterDescriptor(
+                type=ParameterType.PARAMETER_BOOL, read_only=True,
+                description='publish sim time on /clock (one bridge per run does)')),
             ('publish_camera', d.publish_camera, ParameterDescriptor(
                 type=ParameterType.PARAMETER_BOOL, read_only=True,
                 description='render and publish camera/image_raw + camera_info every step')),
@@ -391,7 +399,8 @@ class PyBulletBridge(Node):
         self._pub_wrench.publish(wrench)
         if object_fresh:  # a dropped tracker message: the last one stays the latest
             self._pub_object.publish(obj)
-        self._pub_clock.publish(Clock(clock=stamp))
+        if self._pub_clock is not None:
+            self._pub_clock.publish(Clock(clock=stamp))
         return joints, ee, wrench, obj, goal_msg
 
     def destroy_node(self) -> None:

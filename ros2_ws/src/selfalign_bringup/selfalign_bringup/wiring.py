@@ -22,6 +22,9 @@ from typing import Any
 
 import yaml
 
+from selfalign_core import names as N
+from selfalign_core.names import worker_name
+
 TASK_CONFIGS = {'touch': 'touch.yaml', 'grasp_lift': 'grasp_lift.yaml', 'push': 'push.yaml'}
 LLM_BACKENDS = ('scripted', 'openai', 'replay')
 OBS_KINDS = ('state', 'pixels')
@@ -58,9 +61,15 @@ ARG_HELP: dict[str, str] = {
     'replay_transcript': 'transcript.jsonl to replay when llm:=replay',
     'namespace': "run every node under this namespace, e.g. arm_0 (all topic and service names "
                  "are relative, so the run moves with it); '' = root",
+    'workers': 'arms to train on at once: N > 1 starts N simulator bridges (own processes and '
+               'seeds) under arm_0 ... arm_{N-1}, stepped by one policy (one batched forward '
+               'pass, one replay); with driver:=external, N drivers must serve those namespaces',
     'vision': 'attach key camera frames of each episode to the ranking and failure-analysis '
               'prompts, for a vision model (llm:=openai)',
 }
+
+#: The most arms one policy steps (workers:=N).
+MAX_WORKERS = 64
 
 #: With vision: key frames per episode, and the bridge's key-frame period (steps).
 VISION_KEY_FRAMES = 4
@@ -86,6 +95,7 @@ class Args:
     replay_transcript: str = ''
     vision: bool = False
     namespace: str = ''
+    workers: int = 1
 
     def validate(self) -> Args:
         choices = {'task': tuple(TASK_CONFIGS), 'llm': LLM_BACKENDS, 'obs': OBS_KINDS,
@@ -98,6 +108,9 @@ class Args:
         if ns and not re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*', ns):
             raise ConfigError(f'namespace:={self.namespace!r} is not a ROS namespace; use '
                               'letters, digits and _ (starting with a letter), e.g. arm_0')
+        if not 1 <= int(self.workers) <= MAX_WORKERS:
+            raise ConfigError(f'workers:={self.workers!r} is out of range; use 1 to '
+                              f'{MAX_WORKERS}')
         if self.llm == 'replay' and not self.replay_transcript:
             raise ConfigError('llm:=replay needs replay_transcript:=<run_dir>/transcript.jsonl')
         return self
@@ -118,10 +131,15 @@ def parse_bool(name: str, value: str) -> bool:
 
 def args_from_strings(task: str, raw: dict[str, str]) -> Args:
     """Launch arguments as ``ros2 launch`` hands them over (strings) -> validated Args."""
-    try:
-        seed = int(raw.get('seed', '0'))
-    except ValueError:
-        raise ConfigError(f'seed:={raw["seed"]!r} is not an integer; use e.g. seed:=0') from None
+    def integer(name: str, default: str, example: str) -> int:
+        try:
+            return int(raw.get(name, default))
+        except ValueError:
+            raise ConfigError(f'{name}:={raw[name]!r} is not an integer; use e.g. '
+                              f'{name}:={example}') from None
+
+    seed = integer('seed', '0', '0')
+    workers = integer('workers', '1', '2')
     return Args(task=task, llm=raw.get('llm', 'scripted'), model=raw.get('model', ''),
                 base_url=raw.get('base_url', ''), obs=raw.get('obs', 'state'),
                 driver=raw.get('driver', 'pybullet'), run_dir=raw.get('run_dir', ''),
@@ -129,7 +147,7 @@ def args_from_strings(task: str, raw: dict[str, str]) -> Args:
                                                    raw.get('use_sim_time', 'true')),
                 replay_transcript=raw.get('replay_transcript', ''),
                 vision=parse_bool('vision', raw.get('vision', 'false')),
-                namespace=raw.get('namespace', '')).validate()
+                namespace=raw.get('namespace', ''), workers=workers).validate()
 
 
 @dataclass
@@ -143,6 +161,9 @@ class NodePlan:
     remappings: list[tuple[str, str]] = field(default_factory=list)
     namespace: str = ''
     """'' (root) or e.g. 'arm_0'."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Parameters of this instance that differ from its node's block (a worker's bridge:
+    seed, publish_clock); already merged into ``parameters``."""
 
 
 def config_dir() -> Path:
@@ -202,6 +223,7 @@ def resolve(args: Args, directory: Path | None = None) -> dict[str, dict[str, An
     if args.run_dir:
         llm['transcript_path'] = str(Path(args.run_dir) / 'transcript.jsonl')
     config.setdefault('policy_node', {})['obs'] = args.obs
+    config['policy_node']['workers'] = int(args.workers)
     config.setdefault('pybullet_bridge', {})['publish_camera'] = args.obs == 'pixels'
     if args.vision:  # the bridge renders key frames, the policy attaches them, the LLM sees them
         llm['vision'] = True
@@ -225,15 +247,31 @@ def plan(args: Args, config: dict[str, dict[str, Any]] | None = None,
     if args.driver == 'external':
         table = yaml.safe_load((directory / 'external_driver.yaml').read_text()) or {}
         remaps = [(str(k), str(v)) for k, v in (table.get('remappings') or {}).items()]
+    namespace = args.namespace.strip('/')
+    workers = int(config.get('policy_node', {}).get('workers', 1))
+    if workers > 1:  # drivers under arm_i (remaps of config/external_driver.yaml do not apply)
+        remaps = []
     plans = []
     for name, (package, executable) in NODES.items():
         if name == 'pybullet_bridge' and args.driver == 'external':
             continue
         params = {**config.get('/**', {}), **config.get(name, {})}
         node_remaps = remaps if name in ('policy_node', 'monitor_node') else []
-        plans.append(NodePlan(name, package, executable, params, list(node_remaps),
-                              args.namespace.strip('/')))
+        if name == 'monitor_node' and workers > 1:  # it shows (and films) the first arm
+            node_remaps = [(topic, f'{worker_name(0)}/{topic}') for topic in MONITORED_TOPICS]
+        if name == 'pybullet_bridge' and workers > 1:
+            for i in range(workers):  # own process, own namespace, own seed; one /clock
+                own = {'seed': int(params.get('seed', 0)) + i, 'publish_clock': i == 0}
+                plans.append(NodePlan(name, package, executable, {**params, **own}, [],
+                                      '/'.join(filter(None, (namespace, worker_name(i)))),
+                                      own))
+            continue
+        plans.append(NodePlan(name, package, executable, params, list(node_remaps), namespace))
     return plans
+
+
+#: What monitor_node reads from the robot (with workers > 1: the first arm's).
+MONITORED_TOPICS = (N.EE_POSE, N.OBJECT_POSE, N.GOAL_POSE, N.VIDEO_IMAGE)
 
 
 def params_file(config: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
@@ -253,6 +291,8 @@ def ros_args(node: NodePlan, params_path: str | os.PathLike) -> list[str]:
         out += ['-r', f'__ns:=/{node.namespace}']
     for src, dst in node.remappings:
         out += ['-r', f'{src}:={dst}']
+    for key, value in node.overrides.items():
+        out += ['-p', f'{key}:={str(value).lower() if isinstance(value, bool) else value}']
     return out
 
 

@@ -52,6 +52,28 @@ def test_bad_arguments_name_field_and_choices(field, value, hint):
         Args(**{field: value}).validate()
 
 
+def test_workers_start_one_bridge_per_arm_in_its_namespace_with_its_seed_and_one_clock(
+        tmp_path):
+    args = Args(task='touch', seed=5, workers=3, namespace='lab')
+    config = wiring.resolve(args)
+    plans = wiring.plan(args, config)
+    bridges = [p for p in plans if p.name == 'pybullet_bridge']
+    assert [b.namespace for b in bridges] == ['lab/arm_0', 'lab/arm_1', 'lab/arm_2']
+    assert [b.parameters['seed'] for b in bridges] == [5, 6, 7]
+    assert [b.parameters['publish_clock'] for b in bridges] == [True, False, False]
+    nodes = {p.name: p for p in plans if p.name != 'pybullet_bridge'}
+    assert nodes['policy_node'].parameters['workers'] == 3
+    assert nodes['policy_node'].namespace == 'lab' and nodes['policy_node'].remappings == []
+    assert ('ee_pose', 'arm_0/ee_pose') in nodes['monitor_node'].remappings
+    # the multi-process route passes each bridge's own values on its command line
+    cmd = wiring.ros_args(bridges[1], tmp_path / 'params.yaml')
+    assert cmd[cmd.index('__ns:=/lab/arm_1') - 1] == '-r'
+    assert 'seed:=6' in cmd and 'publish_clock:=false' in cmd
+    # one worker: the single bridge at the run's own names, as before
+    single = [p for p in wiring.plan(Args(task='touch')) if p.name == 'pybullet_bridge']
+    assert len(single) == 1 and single[0].namespace == '' and single[0].overrides == {}
+
+
 def test_bad_yaml_is_named(tmp_path):
     for name in ('push.yaml', 'llm.yaml'):
         (tmp_path / name).write_text('/**:\n  ros__parameters: {}\n')
@@ -176,6 +198,8 @@ def test_deploy_launch_file_starts_the_planned_nodes_with_their_parameters(drive
     ({'seed': 'abc'}, "seed:='abc' is not an integer"),
     ({'use_sim_time': 'maybe'}, "use_sim_time:='maybe' is not a boolean"),
     ({'obs': 'depth'}, "obs:='depth' is not valid"),
+    ({'workers': 'two'}, "workers:='two' is not an integer"),
+    ({'workers': '0'}, "workers:=0 is out of range"),
 ])
 def test_launch_argument_strings_are_checked_by_name(raw, words):
     with pytest.raises(ConfigError, match=words):

@@ -31,6 +31,7 @@ class EpisodeRecord:
         env_step: environment steps of the run when the episode ended.
         reward_version: RewardSpec.version in force during the episode.
         evaluation: deterministic evaluation episode.
+        worker: the arm that played it ('' for a run with one; arm_0 ... with workers).
     """
 
     task: str
@@ -45,6 +46,7 @@ class EpisodeRecord:
     env_step: int = 0
     reward_version: int = 0
     evaluation: bool = False
+    worker: str = ''
 
     def __post_init__(self) -> None:
         self.features = np.asarray(self.features, dtype=np.float32)

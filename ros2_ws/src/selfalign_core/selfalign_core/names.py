@@ -21,6 +21,13 @@ RESET_EPISODE = 'selfalign/reset_episode'
 GOAL_POSE = 'selfalign/goal_pose'
 CLOCK = '/clock'
 
+
+def worker_name(i: int) -> str:
+    """Namespace of worker ``i`` of a run with several arms (``workers:=N``): the contract of
+    arm i lives at ``arm_i/joint_states``, ... relative to the run's namespace."""
+    return f'arm_{int(i)}'
+
+
 # --- selfalign topics ---
 REWARD_SPEC = 'selfalign/reward_spec'
 #: a reward template someone proposes by hand (reward_node validates and adopts it)

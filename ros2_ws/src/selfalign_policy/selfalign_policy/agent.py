@@ -265,10 +265,15 @@ class DrQV2Agent:
         clamped = x.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
         return x - x.detach() + clamped.detach() if x.requires_grad else clamped
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
         """One observation (obs_shape) -> action float32 (A,) in [-1, 1]."""
-        o = self._to_tensor(obs).unsqueeze(0)
+        return self.act_batch(np.asarray(obs)[None], step, eval_mode)[0]
+
+    @torch.no_grad()
+    def act_batch(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
+        """K observations (K, *obs_shape) -> actions float32 (K, A) in [-1, 1], one forward
+        pass (the workers of a round)."""
+        o = self._to_tensor(obs)
         mu = self.actor(self.encoder(o))
         if eval_mode:
             action = mu
@@ -276,7 +281,7 @@ class DrQV2Agent:
             action = self._sample(mu, self.cfg.stddev(step), None)
             if step < self.cfg.num_expl_steps:
                 action.uniform_(-1.0, 1.0)
-        return action[0].cpu().numpy().astype(np.float32, copy=False)
+        return action.cpu().numpy().astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ learning
     def update_critic(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,

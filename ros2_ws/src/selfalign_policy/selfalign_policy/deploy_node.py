@@ -102,7 +102,7 @@ class DeployNode(RobotPolicyNode):
 
     def _send_stop(self) -> None:
         """Zero twist, no gripper command (the gripper holds its last target)."""
-        self._pub_twist.publish(cm.twist_msg(np.zeros(3), self.get_clock().now().nanoseconds))
+        self.port.pub_twist.publish(cm.twist_msg(np.zeros(3), self.get_clock().now().nanoseconds))
 
     def _on_estop(self, msg: Bool) -> None:
         self._estop_msg = bool(msg.data)
@@ -153,8 +153,8 @@ class DeployNode(RobotPolicyNode):
                 self._send_stop()
             else:
                 if cmd.finger_width_m is not None:
-                    self._pub_grip.publish(cm.gripper_msg(cmd.finger_width_m))
-                self._pub_twist.publish(cm.twist_msg(cmd.velocity_mps,
+                    self.port.pub_grip.publish(cm.gripper_msg(cmd.finger_width_m))
+                self.port.pub_twist.publish(cm.twist_msg(cmd.velocity_mps,
                                                      self.get_clock().now().nanoseconds))
         self._dep['action'] = action
 
@@ -196,11 +196,11 @@ class DeployNode(RobotPolicyNode):
         with self._cmd_lock:
             self._send_stop()
         if d['future'] is None:
-            if not self._reset_client.service_is_ready():
+            if not self.port.reset_client.service_is_ready():
                 self.get_logger().warning(f'deploy: waiting for {C.RESET_EPISODE}',
                                           throttle_duration_sec=5.0)
                 return
-            d['future'] = self._reset_client.call_async(ResetEpisode.Request(seed=d['seed']))
+            d['future'] = self.port.reset_client.call_async(ResetEpisode.Request(seed=d['seed']))
             d['sent_at'] = time.monotonic()
             return
         if not d['future'].done():

@@ -35,6 +35,11 @@ Parameters:
         (JPEG, for a vision LLM); they come from key_frames_topic, stamped like the states
         (the PyBullet bridge publishes them with key_frame_every_steps > 0). 0 = none.
     key_frames_topic (string, 'camera/video/image_raw'): where the key frames come from.
+    workers (int, 1): arms this node steps. 1: the contract at the node's own names. N > 1: N
+        drivers under arm_0/ ... arm_{N-1}/ (relative to the node's namespace), stepped
+        together: one batched forward pass picks N actions, every command goes out before any
+        state is awaited, episodes go into one replay and one learner (``trainer``'s module
+        docstring); episodes carry the worker's name.
     videos_per_eval (int, 1): the first this many evaluation episodes of each round
         are reset with ResetEpisode.render_video (the driver films them for monitor_node's
         evaluation videos); 0 = none.
@@ -84,6 +89,7 @@ from selfalign_core import names as N
 from selfalign_core import tasks
 from selfalign_core.episode import EpisodeRecord
 from selfalign_core.executors import run_node
+from selfalign_core.names import worker_name
 from selfalign_core.qos import LATCHED, RELIABLE
 from selfalign_interfaces.msg import Episode, RewardSpec
 from selfalign_interfaces.srv import ResetEpisode
@@ -172,6 +178,9 @@ def _specs() -> list[tuple[str, Any, ParameterDescriptor]]:
                                 0, 64, True)),
         ('key_frames_topic', 'camera/video/image_raw',
          _desc('topic of the key frames (sensor_msgs/Image)')),
+        ('workers', 1, _desc('arms stepped by this node: 1 = the contract at its own names; N '
+                             '> 1 = arm_0/ ... arm_{N-1}/ (one driver each, own seeds), '
+                             'one batched forward pass per step, one replay', 1, 64, True)),
         ('videos_per_eval', 1, _desc('evaluation episodes per round the driver is '
                                              'asked to film (render_video)', 0, 1000,
                                              True)),
@@ -208,10 +217,65 @@ DEPLOY = frozenset({'checkpoint', 'control_rate_hz', 'deploy_episodes', 'deploy_
 TRAINING = frozenset(name for name, _, _ in _specs()) - COMMON - DEPLOY
 
 
+class ArmPort:
+    """One arm's side of the robot contract, its names under ``prefix`` ('' or 'arm_i/'):
+    state in (``sync``, ``watchdog``), commands and resets out (the ``Transport`` of its
+    ``RobotContractEnv``), its key frames."""
+
+    def __init__(self, node: Node, prefix: str, obs: str, key_frames: int,
+                 key_frames_topic: str) -> None:
+        self.node = node
+        self.name = prefix.rstrip('/')
+        self.sync = StateSync(('joint_states', 'ee_pose', 'object_pose')
+                              + (('image',) if obs == 'pixels' else ()))
+        self.watchdog = ObservationWatchdog(self.sync.kinds)
+        self.pub_twist = node.create_publisher(TwistStamped, prefix + C.TWIST_CMD, RELIABLE)
+        self.pub_grip = node.create_publisher(Float64MultiArray, prefix + C.GRIPPER_CMD,
+                                              RELIABLE)
+        sensor = qos_profile_sensor_data
+        for kind, msg_type, topic in (
+                ('joint_states', JointState, C.JOINT_STATES), ('ee_pose', PoseStamped, C.EE_POSE),
+                ('object_pose', PoseStamped, C.OBJECT_POSE),
+                ('ee_wrench', WrenchStamped, C.EE_WRENCH)) + (
+                (('image', Image, C.CAMERA_IMAGE),) if obs == 'pixels' else ()):
+            node.create_subscription(msg_type, prefix + topic,
+                                     lambda m, k=kind: self._on_state(k, m), sensor)
+        self.key_frames: FrameBuffer | None = None
+        if key_frames > 0:
+            self.key_frames = FrameBuffer(KEY_FRAME_BUFFER_MB * 2**20)
+            node.create_subscription(Image, prefix + key_frames_topic, self.key_frames.put, 30)
+        self.reset_client = node.create_client(ResetEpisode, prefix + C.RESET_EPISODE)
+
+    def _on_state(self, kind: str, msg: Any) -> None:
+        self.sync.put(kind, msg)
+        self.watchdog.put(kind, cm.stamp_ns(msg.header.stamp), time.monotonic())
+
+    # Transport
+    def send_command(self, velocity_mps: np.ndarray, finger_width_m: float) -> None:
+        """Gripper first (the bridge latches it), then the twist that triggers the step."""
+        self.pub_grip.publish(cm.gripper_msg(finger_width_m))
+        stamp = self.node.get_clock().now().nanoseconds
+        self.pub_twist.publish(cm.twist_msg(velocity_mps, stamp))
+
+    def reset(self, seed: int, timeout_s: float,
+              render_video: bool = False) -> ResetEpisode.Response | None:
+        if not self.reset_client.wait_for_service(timeout_sec=min(timeout_s, 1.0)):
+            return None
+        done = threading.Event()
+        future = self.reset_client.call_async(
+            ResetEpisode.Request(seed=int(seed), render_video=bool(render_video)))
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            future.cancel()
+            return None
+        return future.result()
+
+
 class RobotPolicyNode(Node):
-    """What policy_node and deploy_node share: the contract's state in (``sync``, ``watchdog``),
-    commands and resets out (the ``Transport`` of ``RobotContractEnv``), the reward in force
-    (from the latched spec, with the fallback to the previous one), episodes and stats out."""
+    """What policy_node and deploy_node share: the contract's state in, commands and resets
+    out (one ``ArmPort`` per arm: ``workers`` of them under arm_0/ ... arm_{N-1}/, or one at
+    the node's own names), the reward in force (from the latched spec, with the fallback to the
+    previous one), episodes and stats out."""
 
     def __init__(self, node_name: str, own: frozenset[str]) -> None:
         super().__init__(node_name)
@@ -226,44 +290,25 @@ class RobotPolicyNode(Node):
         #: real data is dropped and the one before it is back in force
         self._adopted: list[tuple[Any, int, str]] = []
         self._reward_version = 0
-        self.sync = StateSync(('joint_states', 'ee_pose', 'object_pose')
-                              + (('image',) if p['obs'] == 'pixels' else ()))
-        # Publishers / subscriptions / client (contract names are absolute).
-        self._pub_twist = self.create_publisher(TwistStamped, C.TWIST_CMD, RELIABLE)
-        self._pub_grip = self.create_publisher(Float64MultiArray, C.GRIPPER_CMD, RELIABLE)
+        workers = int(p.get('workers', 1))
+        prefixes = [''] if workers == 1 else [f'{worker_name(i)}/' for i in range(workers)]
+        self.ports = [ArmPort(self, prefix, p['obs'], p['key_frames'], p['key_frames_topic'])
+                      for prefix in prefixes]
+        self.port = self.ports[0]
+        self.sync, self.watchdog = self.port.sync, self.port.watchdog
         self._pub_episode = self.create_publisher(Episode, C.EPISODE, RELIABLE)
         self._pub_stats = self.create_publisher(String, N.POLICY_STATS, RELIABLE)
-        sensor = qos_profile_sensor_data
-        self.watchdog = ObservationWatchdog(self.sync.kinds)
-        self.create_subscription(JointState, C.JOINT_STATES,
-                                 lambda m: self._on_state('joint_states', m), sensor)
-        self.create_subscription(PoseStamped, C.EE_POSE,
-                                 lambda m: self._on_state('ee_pose', m), sensor)
-        self.create_subscription(PoseStamped, C.OBJECT_POSE,
-                                 lambda m: self._on_state('object_pose', m), sensor)
-        self.create_subscription(WrenchStamped, C.EE_WRENCH,
-                                 lambda m: self._on_state('ee_wrench', m), sensor)
-        if p['obs'] == 'pixels':
-            self.create_subscription(Image, C.CAMERA_IMAGE,
-                                     lambda m: self._on_state('image', m), sensor)
-        self._key_frames: FrameBuffer | None = None
-        if p['key_frames'] > 0:
-            self._key_frames = FrameBuffer(KEY_FRAME_BUFFER_MB * 2**20)
-            self.create_subscription(Image, p['key_frames_topic'], self._key_frames.put, 30)
         self.create_subscription(RewardSpec, C.REWARD_SPEC, self._on_spec, LATCHED)
-        self._reset_client = self.create_client(ResetEpisode, C.RESET_EPISODE)
         if p['reward_source'] == 'oracle':
             task = p['task']
             self._set_reward(lambda x: tasks.oracle_reward(task, F.unpack(x)), 0, 'oracle')
-        self.env = RobotContractEnv(
-            self, self.sync, p['task'], obs_mode=p['obs'], state_timeout_s=p['state_timeout_s'],
-            warn=lambda s: self.get_logger().warning(s, throttle_duration_sec=5.0),
+        self.envs = [RobotContractEnv(
+            port, port.sync, p['task'], obs_mode=p['obs'], state_timeout_s=p['state_timeout_s'],
+            warn=lambda s, w=port.name: self.get_logger().warning(
+                f'{w}: {s}' if w else s, throttle_duration_sec=5.0),
             should_stop=self._stop.is_set,
-            videos_per_eval=p['videos_per_eval'])
-
-    def _on_state(self, kind: str, msg: Any) -> None:
-        self.sync.put(kind, msg)
-        self.watchdog.put(kind, cm.stamp_ns(msg.header.stamp), time.monotonic())
+            videos_per_eval=p['videos_per_eval']) for port in self.ports]
+        self.env = self.envs[0]
 
     # ------------------------------------------------------------------ parameters
     def _replay_capacity(self, p: dict[str, Any]) -> int:
@@ -319,26 +364,6 @@ class RobotPolicyNode(Node):
                             'metrics_every_updates': p['stats_every_updates']}})
         except ConfigError as exc:
             raise ValueError(f'bad policy_node parameter: {exc}') from None
-
-    # ------------------------------------------------------------------ Transport
-    def send_command(self, velocity_mps: np.ndarray, finger_width_m: float) -> None:
-        """Gripper first (the bridge latches it), then the twist that triggers the step."""
-        self._pub_grip.publish(cm.gripper_msg(finger_width_m))
-        stamp = self.get_clock().now().nanoseconds
-        self._pub_twist.publish(cm.twist_msg(velocity_mps, stamp))
-
-    def reset(self, seed: int, timeout_s: float,
-              render_video: bool = False) -> ResetEpisode.Response | None:
-        if not self._reset_client.wait_for_service(timeout_sec=min(timeout_s, 1.0)):
-            return None
-        done = threading.Event()
-        future = self._reset_client.call_async(
-            ResetEpisode.Request(seed=int(seed), render_video=bool(render_video)))
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout_s):
-            future.cancel()
-            return None
-        return future.result()
 
     # ------------------------------------------------------------------ reward spec
     def _set_reward(self, fn: Any, version: int, source: str) -> None:
@@ -418,20 +443,25 @@ class RobotPolicyNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.start_stamp = cm.ns_to_stamp(int(data.extra.get('start_stamp_ns', 0)))
         msg.end_stamp = cm.ns_to_stamp(int(data.extra.get('end_stamp_ns', 0)))
-        if self._key_frames is not None:
-            self._attach_key_frames(msg, data.extra.get('stamps_ns') or [])
+        port = self._port_of(data.worker)
+        if port.key_frames is not None:
+            self._attach_key_frames(msg, port.key_frames, data.extra.get('stamps_ns') or [])
         self._pub_episode.publish(msg)
         self._publish_stats({'kind': 'episode', 'episode_index': data.episode_index,
+                             'worker': data.worker,
                              'env_step': data.env_step, 'return': data.extra['return'],
                              'success': data.success, 'evaluation': data.evaluation})
 
-    def _attach_key_frames(self, msg: Episode, stamps: list[int]) -> None:
+    def _port_of(self, worker: str) -> ArmPort:
+        return next((p for p in self.ports if p.name == worker), self.port)
+
+    def _attach_key_frames(self, msg: Episode, frames: FrameBuffer, stamps: list[int]) -> None:
         """Up to ``key_frames`` frames stamped within this episode, evenly spread; each is
         labelled with the step of the latest state at or before it (a real camera's stamps
         need not equal the states')."""
         if len(stamps) < 2:
             return
-        stamped = self._key_frames.stamped_between(stamps[0], stamps[-1], include_start=True)
+        stamped = frames.stamped_between(stamps[0], stamps[-1], include_start=True)
         for step, image in pick_key_frames(stamped, stamps, self._p['key_frames']):
             msg.key_frames.append(cm.jpeg_msg(cm.image_array(image), image.header.stamp,
                                               image.header.frame_id))
@@ -474,8 +504,9 @@ class PolicyNode(RobotPolicyNode):
             on_update=lambda s, m: self._publish_stats({'kind': 'update', 'env_step': s, **m}),
             should_stop=self._stop.is_set)
         try:
-            self.trainer = Trainer(self.env, self.cfg, fn, task=self._p['task'],
-                                   callbacks=callbacks, reward_version=version)
+            self.trainer = Trainer(self.envs, self.cfg, fn, task=self._p['task'],
+                                   callbacks=callbacks, reward_version=version,
+                                   worker_names=[port.name for port in self.ports])
             with self._reward_lock:  # a spec may have arrived while the agent was built
                 if self._reward_fn is not fn:
                     self.trainer.set_reward_fn(self._reward_fn, self._reward_version)

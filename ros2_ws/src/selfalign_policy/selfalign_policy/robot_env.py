@@ -145,6 +145,7 @@ class RobotContractEnv:
         self._last_ns = -1
         self._t = 0
         self._feats: list[np.ndarray] = []
+        self._action = np.zeros(ACTION_DIM, np.float32)
 
     # ------------------------------------------------------------------ helpers
     def _wait_state(self, after_ns: int, what: str) -> dict[str, Any]:
@@ -206,9 +207,20 @@ class RobotContractEnv:
         return self._obs(out.observation, msgs), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.step_async(action)
+        return self.step_wait()
+
+    def step_async(self, action: np.ndarray) -> None:
+        """Send the command of ``action``; ``step_wait`` then waits for its state (the trainer
+        sends every worker's command before it waits for any)."""
         action = np.clip(np.asarray(action, dtype=np.float32).reshape(ACTION_DIM), -1.0, 1.0)
         velocity, width = action_to_command(action, self.action_scale)
         self.transport.send_command(velocity, width)
+        self._action = action
+
+    def step_wait(self) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """The state that answers ``step_async``'s command (see ``step``)."""
+        action = self._action
         msgs = self._wait_state(self._last_ns, f'step {self._t + 1}')
         stamps = [cm.stamp_ns(msgs[k].header.stamp) for k in self.sync.kinds]
         self._last_ns = max(stamps)

@@ -13,6 +13,16 @@ The env's own reward is ignored: rewards come from ``reward_fn(packed (K, FEATUR
 at replay-sample time, so ``set_reward_fn`` re-scores everything stored.
 Pixel envs return one frame (C, H, W); the loop stacks ``replay.frame_stack`` of them.
 
+Workers: ``env`` may be a list of N envs (N arms, simulated or real). Each round plays one
+episode on every worker at once: one batched forward pass picks the N actions, an env with
+``step_async(action)`` / ``step_wait()`` (the robot-contract env) gets all N commands before
+any state is awaited, so N drivers step in parallel; others are stepped one after the other.
+Every env step counts, and updates interleave as with one env (``update_every_steps`` env steps
+per update), so the update-to-data ratio does not depend on N. With N > 1 a worker's
+transitions reach the replay when its episode ends (as in the reference DrQ-v2, which stores
+whole episodes), so the n-step windows of the N episodes never interleave. Episode records
+carry the worker's name.
+
 Seeding: episode k of training resets with seed ``seed * 1_000_003 + k``, evaluation episode j
 of evaluation round r with ``10**9 + seed * 1_000_003 + r * 1000 + j``; with the global RNGs and
 the replay sampler in the checkpoint, a resume continues the same run (checkpoints are taken at
@@ -33,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from selfalign_core.features import unpack
+from selfalign_core.names import worker_name
 from selfalign_core.tasks import episode_success, TASKS
 from selfalign_policy.agent import DrQV2Agent
 from selfalign_policy.checkpoint import load_checkpoint, save_checkpoint, seed_everything
@@ -69,6 +80,8 @@ class EpisodeData:
     env_step: int
     reward_version: int = 0
     evaluation: bool = False
+    worker: str = ''
+    """Name of the worker (arm) that played it ('' with a single env)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Not part of EpisodeRecord: e.g. the episode return, wall time."""
 
@@ -76,7 +89,28 @@ class EpisodeData:
         """Keyword arguments for ``EpisodeRecord(**...)``."""
         return {k: getattr(self, k) for k in (
             'task', 'features', 'actions', 'rewards', 'success_flags', 'success',
-            'block_rest_z', 'seed', 'episode_index', 'env_step', 'reward_version', 'evaluation')}
+            'block_rest_z', 'seed', 'episode_index', 'env_step', 'reward_version', 'evaluation',
+            'worker')}
+
+
+@dataclass
+class _Playing:
+    """One worker's episode in progress."""
+
+    worker: int
+    index: int
+    """Training: the episode index; evaluation: the index within the round."""
+    seed: int
+    frames: deque
+    start_stamp_ns: int | None
+    stamps: list
+    start: float
+    feats: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+    flags: list = field(default_factory=list)
+    staged: list = field(default_factory=list)
+    """N > 1: (action, features, obs, terminated, truncated) not yet in the replay."""
+    first_obs: Any = None
 
 
 @dataclass
@@ -95,17 +129,28 @@ class Trainer:
     """Owns agent + replay and runs episodes on ``env``.
 
     Args:
-        env: gymnasium-style env (see module docstring).
+        env: gymnasium-style env (see module docstring), or a list of N of them (workers).
         cfg: DrQV2Config.
         reward_fn: packed features (K, FEATURE_DIM) -> (K,) rewards.
         task: task name stored in EpisodeData.
         callbacks: optional hooks.
         reward_version: stored in EpisodeData; bump it with ``set_reward_fn``.
+        worker_names: one name per env, stored in EpisodeData.worker (default: '' for a
+            single env, arm_0 ... arm_{N-1} for N).
     """
 
     def __init__(self, env: Any, cfg: DrQV2Config, reward_fn: RewardFn, task: str = '',
-                 callbacks: Callbacks | None = None, reward_version: int = 0) -> None:
-        self.env = env
+                 callbacks: Callbacks | None = None, reward_version: int = 0,
+                 worker_names: list[str] | None = None) -> None:
+        self.envs = list(env) if isinstance(env, (list, tuple)) else [env]
+        if not self.envs:
+            raise ValueError('Trainer needs at least one env')
+        env = self.env = self.envs[0]
+        n = len(self.envs)
+        self.worker_names = (list(worker_names) if worker_names is not None
+                             else [''] if n == 1 else [worker_name(i) for i in range(n)])
+        if len(self.worker_names) != n:
+            raise ValueError(f'{len(self.worker_names)} worker names for {n} envs')
         self.cfg = cfg
         self.task = task
         self.callbacks = callbacks or Callbacks()
@@ -127,6 +172,9 @@ class Trainer:
         self.reward_version = reward_version
         self.env_step = 0
         self.episode_index = 0
+        """Index of the next new training episode (its seed follows from it)."""
+        self._retry: list[int] = []
+        """Training episode indices aborted by their env, played again first (same seeds)."""
         self.update_count = 0
         self.eval_round = 0
         self.aborted_episodes = 0
@@ -143,72 +191,137 @@ class Trainer:
         self.reward_version = self.reward_version + 1 if version is None else int(version)
 
     # ------------------------------------------------------------------ episodes
-    def _episode_seed(self, evaluation: bool, j: int = 0) -> int:
+    def _episode_seed(self, evaluation: bool, j: int) -> int:
         base = self.cfg.trainer.seed * 1_000_003
         if evaluation:
             return 10**9 + base + self.eval_round * 1000 + j
-        return base + self.episode_index
+        return base + j
 
     def run_episode(self, evaluation: bool = False, eval_index: int = 0) -> EpisodeData:
-        """Play one episode; training episodes are stored and interleaved with updates.
-
-        An episode the env aborts (``EpisodeAbortedError``) is dropped and played again with
-        its seed; its env steps still count (they happened).
-        """
+        """Play one episode on the first env (a training episode is stored and interleaved
+        with updates); an aborted one is played again with its seed."""
         while True:
+            if evaluation:
+                done, _ = self._play([eval_index], True)
+            else:
+                done, _ = self._play([self._next_training_index()], False)
+            if done:
+                return done[0]
+
+    def run_round(self) -> list[EpisodeData]:
+        """One training episode on every worker at once (see the module docstring); episodes
+        an env aborts (``EpisodeAbortedError``) are dropped and played again next round, with
+        their seeds; their env steps still count (they happened)."""
+        done, _ = self._play([self._next_training_index() for _ in self.envs], False)
+        return done
+
+    def _next_training_index(self) -> int:
+        if self._retry:
+            return self._retry.pop(0)
+        self.episode_index += 1
+        return self.episode_index - 1
+
+    def _play(self, indices: list[int], evaluation: bool
+              ) -> tuple[list[EpisodeData], list[int]]:
+        """Episodes ``indices`` on workers 0..len-1 at once -> (finished, aborted indices)."""
+        staged = len(self.envs) > 1
+        playing: list[_Playing] = []
+        aborted: list[int] = []
+        for w, j in enumerate(indices):
+            seed = self._episode_seed(evaluation, j)
             try:
-                return self._play_episode(evaluation, eval_index)
+                obs, info = self.envs[w].reset(seed=seed, options={
+                    'evaluation': evaluation, 'eval_index': j if evaluation else 0})
             except EpisodeAbortedError:
-                self.aborted_episodes += 1
-
-    def _play_episode(self, evaluation: bool, eval_index: int) -> EpisodeData:
-        seed = self._episode_seed(evaluation, eval_index)
-        obs, info = self.env.reset(seed=seed, options={'evaluation': evaluation,
-                                                       'eval_index': eval_index})
-        start_stamp_ns = info.get('stamp_ns')
-        stamps = [start_stamp_ns]
-        frames: deque[np.ndarray] = deque([obs], maxlen=self.replay.frame_stack)
-        if not evaluation:
-            self.replay.add_first(obs)
-        feats, actions, flags = [], [], []
-        start = time.perf_counter()
-        stop = self.callbacks.should_stop
-        while True:
-            step_for_policy = self.env_step
-            action = self.agent.act(self.replay.stacked_obs(list(frames)), step_for_policy,
-                                    eval_mode=evaluation)
-            obs, _, terminated, truncated, info = self.env.step(action)
-            if 'features' not in info:
-                raise KeyError("env info lacks 'features' (packed reward-input features of the "
-                               'step, FEATURE_DIM floats): the trainer computes rewards from them')
-            frames.append(obs)
-            stamps.append(info.get('stamp_ns'))
-            feats.append(np.asarray(info['features'], dtype=np.float32))
-            actions.append(action)
-            flags.append(bool(info.get('success', False)))
+                self._aborted(j, evaluation, aborted)
+                continue
+            run = _Playing(w, j, seed, deque([obs], maxlen=self.replay.frame_stack),
+                           info.get('stamp_ns'), [info.get('stamp_ns')], time.perf_counter())
             if not evaluation:
-                self.replay.add(action, feats[-1], obs, terminated, truncated)
-                self.env_step += 1
-                self._maybe_update()
-            if terminated or truncated or (stop is not None and stop()):
-                break
-        features = np.stack(feats)
+                if staged:
+                    run.first_obs = obs
+                else:
+                    self.replay.add_first(obs)
+            playing.append(run)
+        finished: list[EpisodeData] = []
+        stop = self.callbacks.should_stop
+        while playing:
+            obs_batch = np.stack([self.replay.stacked_obs(list(r.frames)) for r in playing])
+            actions = self.agent.act_batch(obs_batch, self.env_step, eval_mode=evaluation)
+            for r, action in zip(playing, actions):
+                step_async = getattr(self.envs[r.worker], 'step_async', None)
+                if step_async is not None:
+                    step_async(action)
+            still: list[_Playing] = []
+            for r, action in zip(playing, actions):
+                env = self.envs[r.worker]
+                try:
+                    step_wait = getattr(env, 'step_wait', None)
+                    obs, _, terminated, truncated, info = (
+                        step_wait() if step_wait is not None else env.step(action))
+                except EpisodeAbortedError:
+                    if not evaluation and staged:
+                        self._flush(r)   # its complete n-step windows are real transitions
+                    self._aborted(r.index, evaluation, aborted)
+                    continue
+                if 'features' not in info:
+                    raise KeyError("env info lacks 'features' (packed reward-input features of "
+                                   'the step, FEATURE_DIM floats): the trainer computes rewards '
+                                   'from them')
+                r.frames.append(obs)
+                r.stamps.append(info.get('stamp_ns'))
+                r.feats.append(np.asarray(info['features'], dtype=np.float32))
+                r.actions.append(action)
+                r.flags.append(bool(info.get('success', False)))
+                if not evaluation:
+                    if staged:
+                        r.staged.append((action, r.feats[-1], obs, terminated, truncated))
+                    else:
+                        self.replay.add(action, r.feats[-1], obs, terminated, truncated)
+                    self.env_step += 1
+                    self._maybe_update()
+                if terminated or truncated or (stop is not None and stop()):
+                    if not evaluation and staged:
+                        self._flush(r)
+                    finished.append(self._episode_data(r, evaluation, terminated, info))
+                else:
+                    still.append(r)
+            playing = still
+        return finished, aborted
+
+    def _aborted(self, index: int, evaluation: bool, aborted: list[int]) -> None:
+        self.aborted_episodes += 1
+        aborted.append(index)
+        if not evaluation:
+            self._retry.append(index)
+
+    def _flush(self, r: _Playing) -> None:
+        """A worker's staged transitions into the replay (N > 1)."""
+        if r.first_obs is None:
+            return
+        self.replay.add_first(r.first_obs)
+        for action, feats, obs, terminated, truncated in r.staged:
+            self.replay.add(action, feats, obs, terminated, truncated)
+        r.first_obs, r.staged = None, []
+
+    def _episode_data(self, r: _Playing, evaluation: bool, terminated: bool,
+                      info: dict[str, Any]) -> EpisodeData:
+        features = np.stack(r.feats)
         rewards = np.asarray(self.reward_fn(features), dtype=np.float32)
         data = EpisodeData(
-            task=self.task, features=features, actions=np.stack(actions).astype(np.float32),
-            rewards=rewards, success_flags=np.asarray(flags, dtype=bool),
+            task=self.task, features=features, actions=np.stack(r.actions).astype(np.float32),
+            rewards=rewards, success_flags=np.asarray(r.flags, dtype=bool),
             success=self._success(info, features),
-            block_rest_z=float(info.get('block_rest_z', math.nan)), seed=seed,
-            episode_index=self.episode_index, env_step=self.env_step,
-            reward_version=self.reward_version, evaluation=evaluation,
-            extra={'return': float(rewards.sum()), 'wall_s': time.perf_counter() - start,
+            block_rest_z=float(info.get('block_rest_z', math.nan)), seed=r.seed,
+            episode_index=r.index if not evaluation else self.episode_index,
+            env_step=self.env_step, reward_version=self.reward_version, evaluation=evaluation,
+            worker=self.worker_names[r.worker],
+            extra={'return': float(rewards.sum()), 'wall_s': time.perf_counter() - r.start,
                    'terminated': bool(terminated)})
-        if start_stamp_ns is not None and 'stamp_ns' in info:  # a driver's clock (ROS route)
-            data.extra.update(start_stamp_ns=int(start_stamp_ns),
+        if r.start_stamp_ns is not None and 'stamp_ns' in info:  # a driver's clock (ROS route)
+            data.extra.update(start_stamp_ns=int(r.start_stamp_ns),
                               end_stamp_ns=int(info['stamp_ns']),
-                              stamps_ns=[int(s) for s in stamps if s is not None])
-        if not evaluation:
-            self.episode_index += 1
+                              stamps_ns=[int(s) for s in r.stamps if s is not None])
         if self.callbacks.on_episode_end is not None:
             self.callbacks.on_episode_end(data)
         return data
@@ -237,7 +350,13 @@ class Trainer:
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Deterministic-policy episodes; returns success rate, mean return, env step."""
         n = self.cfg.trainer.eval_episodes if episodes is None else episodes
-        results = [self.run_episode(evaluation=True, eval_index=j) for j in range(n)]
+        results: list[EpisodeData] = []
+        pending = list(range(n))
+        while pending:  # rounds of one episode per worker; aborted ones are played again
+            batch, pending = pending[:len(self.envs)], pending[len(self.envs):]
+            done, aborted = self._play(batch, True)
+            results += done
+            pending = aborted + pending
         self.eval_round += 1
         out = {'env_step': float(self.env_step),
                'success_rate': float(np.mean([r.success for r in results])) if n else math.nan,
@@ -262,10 +381,12 @@ class Trainer:
         try:
             while self.env_step < target:
                 before = self.env_step
-                ep = self.run_episode()
+                eps = self.run_round()
                 if bar is not None:
                     bar.update(min(self.env_step, target) - min(before, target))
-                    bar.set_postfix(ret=f'{ep.extra["return"]:.1f}', ok=int(ep.success))
+                    if eps:
+                        bar.set_postfix(ret=f'{np.mean([e.extra["return"] for e in eps]):.1f}',
+                                        ok=sum(e.success for e in eps))
                 if stop is not None and stop():
                     break
                 if self.env_step >= self.next_eval:
@@ -289,7 +410,8 @@ class Trainer:
                              'update_count': self.update_count, 'eval_round': self.eval_round,
                              'next_eval': self.next_eval,
                              'next_checkpoint': self.next_checkpoint,
-                             'reward_version': self.reward_version},
+                             'reward_version': self.reward_version,
+                             'retry': list(self._retry)},
                 'eval_history': list(self.eval_history), 'config': self.cfg.to_dict()}
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -309,5 +431,6 @@ class Trainer:
         self.next_eval = c['next_eval']
         self.next_checkpoint = c['next_checkpoint']
         self.reward_version = int(c['reward_version'])
+        self._retry = [int(j) for j in c.get('retry', [])]
         self.eval_history = list(state['eval_history'])
 

@@ -121,7 +121,7 @@ def test_an_aborted_episode_is_dropped_and_played_again_with_its_seed(env):
     tr.train(200)
     assert wrapped.fired and tr.aborted_episodes == 1
     assert [e.episode_index for e in got] == [0, 1]  # the aborted attempt is not an episode
-    assert got[1].seed == tr._episode_seed(False) - 1 and got[1].features.shape[0] == 100
+    assert got[1].seed == tr._episode_seed(False, 1) and got[1].features.shape[0] == 100
     assert tr.env_step == 239  # its 39 steps happened and count
     # its complete n-step windows are real transitions and stay; its cut-off tail never samples
     starts = tr.replay._sample_starts(4096)[0]
@@ -146,3 +146,111 @@ def test_the_replaced_checkpoint_is_kept_and_named_when_the_new_one_is_damaged(t
     with pytest.raises(CheckpointError, match='checkpoint.prev.pt'):
         load_checkpoint(path)
     assert load_checkpoint(prev, restore_rng=False)['counters']['env_step'] == 100
+
+
+class _Split(gym.Wrapper):
+    """The real env with ``step_async`` / ``step_wait`` (as the robot-contract env has); every
+    call goes into a shared log, so the order of commands and waits across workers shows."""
+
+    def __init__(self, env: gym.Env, name: str, log: list) -> None:
+        super().__init__(env)
+        self.name, self.log, self._action = name, log, None
+
+    def step_async(self, action):
+        self.log.append(('send', self.name))
+        self._action = action
+
+    def step_wait(self):
+        self.log.append(('wait', self.name))
+        return self.env.step(self._action)
+
+
+def test_workers_play_one_episode_each_per_round_into_one_replay_and_one_learner():
+    log: list = []
+    envs = [_Split(gym.make('SelfAlign/Touch-v0'), f'w{i}', log) for i in range(2)]
+    single = gym.make('SelfAlign/Touch-v0')
+    try:
+        cfg = DrQV2Config.from_dict(CFG)
+        got = []
+        tr = Trainer(envs, cfg, oracle, task='touch',
+                     callbacks=Callbacks(on_episode_end=got.append))
+        tr.train(200)
+        one = Trainer(single, cfg, oracle, task='touch')
+        one.train(200)
+        before = (tr.update_count, one.update_count)
+        tr.train(400)
+        one.train(400)
+    finally:
+        for e in (*envs, single):
+            e.close()
+    assert tr.env_step == 400 and [e.worker for e in got] == ['arm_0', 'arm_1'] * 2
+    assert [e.episode_index for e in got] == [0, 1, 2, 3]
+    assert [e.seed for e in got] == [tr._episode_seed(False, j) for j in range(4)]
+    # the update-to-data ratio does not depend on the number of workers (once the first
+    # round's episodes are stored: they reach the replay when they end)
+    assert before[0] <= 1  # nothing stored before the first round ends
+    assert abs((tr.update_count - before[0]) - (one.update_count - before[1])) <= 1
+    assert tr.update_count > 90
+    # every command of a step goes out before any state is awaited (drivers step in parallel)
+    assert log[:4] == [('send', 'w0'), ('send', 'w1'), ('wait', 'w0'), ('wait', 'w1')]
+    # each worker's episode is stored whole: the replay's episodes are the played ones
+    rp = tr.replay
+    ids = [k for k in np.unique(rp._ep) if k >= 0]
+    assert len(ids) == len(got)
+    for k, ep in zip(ids, got):
+        slots = np.flatnonzero((rp._ep == k) & rp._has_tr)
+        slots = slots[np.argsort(rp._t[slots])]
+        np.testing.assert_array_equal(rp._features[slots], ep.features)
+
+
+class _AbortWorker(gym.Wrapper):
+    """Aborts its first episode at step ``at``."""
+
+    def __init__(self, env: gym.Env, at: int) -> None:
+        super().__init__(env)
+        self.at, self.t, self.fired, self.seeds = at, 0, False, []
+
+    def reset(self, **kw):
+        self.t = 0
+        self.seeds.append(kw.get('seed'))
+        return self.env.reset(**kw)
+
+    def step(self, action):
+        self.t += 1
+        if self.t == self.at and not self.fired:
+            self.fired = True
+            raise EpisodeAbortedError('robot silent')
+        return self.env.step(action)
+
+
+def test_a_worker_whose_episode_aborts_plays_that_seed_again_next_round():
+    envs = [gym.make('SelfAlign/Touch-v0'), _AbortWorker(gym.make('SelfAlign/Touch-v0'), 30)]
+    try:
+        cfg = DrQV2Config.from_dict(CFG)
+        got = []
+        tr = Trainer(envs, cfg, oracle, task='touch',
+                     callbacks=Callbacks(on_episode_end=got.append))
+        tr.train(300)
+        ev = tr.evaluate(3)
+    finally:
+        for e in envs:
+            e.close()
+    assert tr.aborted_episodes == 1 and envs[1].fired
+    # round 1: arm_0 plays 0, arm_1 aborts 1; round 2: arm_0 plays 1 again, arm_1 plays 2
+    assert [(e.worker, e.episode_index) for e in got[:3]] == [
+        ('arm_0', 0), ('arm_0', 1), ('arm_1', 2)]
+    assert envs[1].seeds[0] == got[1].seed == tr._episode_seed(False, 1)
+    assert tr.env_step == 100 + 29 + 200
+    evals = [e for e in got if e.evaluation]
+    assert ev['episodes'] == 3 and len(evals) == 3
+    assert sorted(e.seed for e in evals) == [10**9 + 3 * 1_000_003 + j for j in range(3)]
+
+
+def test_a_batch_of_observations_gets_the_actions_each_would_get_alone(env):
+    cfg = DrQV2Config.from_dict(CFG)
+    tr = Trainer(env, cfg, oracle, task='touch')
+    obs = np.random.default_rng(0).normal(size=(5, features.OBS_DIM)).astype(np.float32)
+    batch = tr.agent.act_batch(obs, 10_000, eval_mode=True)
+    assert batch.shape == (5, 4)
+    for o, a in zip(obs, batch):
+        np.testing.assert_allclose(tr.agent.act(o, 10_000, eval_mode=True), a, atol=1e-6)

@@ -48,6 +48,7 @@ def episode_to_msg(ep: EpisodeRecord) -> Episode:
     msg.success = bool(ep.success)
     msg.block_rest_z = float(ep.block_rest_z)
     msg.seed = int(ep.seed)
+    msg.worker = str(ep.worker)
     msg.num_steps = ep.num_steps
     msg.feature_names = list(FEATURE_COLUMN_NAMES)
     msg.feature_dim = F.FEATURE_DIM
@@ -84,7 +85,8 @@ def episode_from_msg(msg: Episode) -> EpisodeRecord:
         success_flags=np.asarray(msg.success_flags, dtype=bool), success=bool(msg.success),
         block_rest_z=float(msg.block_rest_z), seed=int(msg.seed),
         episode_index=int(msg.episode_index), env_step=int(msg.env_step),
-        reward_version=int(msg.reward_version), evaluation=bool(msg.evaluation))
+        reward_version=int(msg.reward_version), evaluation=bool(msg.evaluation),
+        worker=str(msg.worker))
 
 
 def spec_to_msg(template: RewardTemplate, theta: Mapping[str, float] | None = None,

@@ -22,12 +22,14 @@ def test_episode_round_trip():
                            rng=np.random.default_rng(0), episode_index=4, env_step=2000)
     ep.seed = 11
     ep.reward_version = 3
+    ep.worker = 'arm_1'
     ep.rewards = np.arange(20, dtype=np.float32)
     msg = episode_to_msg(ep)
     assert isinstance(msg, Episode)
     assert msg.feature_dim == F.FEATURE_DIM and len(msg.feature_names) == F.FEATURE_DIM
     assert msg.feature_names[:3] == ['ee_pos.x', 'ee_pos.y', 'ee_pos.z']
     back = episode_from_msg(msg)
+    assert msg.worker == back.worker == 'arm_1'
     np.testing.assert_array_equal(back.features, ep.features)
     np.testing.assert_array_equal(back.actions, ep.actions)
     np.testing.assert_array_equal(back.rewards, ep.rewards)
