@@ -231,3 +231,22 @@ def test_a_run_under_a_namespace_keeps_every_topic_there(tmp_path):
     assert '/arm_0/selfalign/episode' in topics and '/arm_0/joint_states' in topics, topics
     assert all(t.startswith('/arm_0/') for t in topics), topics
     assert yaml.safe_load((run / 'config.yaml').read_text())['/**']['namespace'] == 'arm_0'
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_two_workers_train_one_policy_from_two_bridge_processes(tmp_path):
+    """`selfalign launch --workers 2`: two bridges (own processes, under /arm_0 and /arm_1),
+    one policy steps both; every round has one episode from each arm, all in one run."""
+    run = tmp_path / 'run'
+    out = _finish(_start(*FAST, '--steps', '400', '--workers', '2', '--run-dir', str(run)), 150)
+    episodes = _rows(run, 'episode')
+    assert max(int(r['env_step']) for r in episodes) == 400, out[-3000:]
+    assert [r['worker'] for r in episodes] == ['arm_0', 'arm_1'] * 2, episodes
+    assert len({r['episode'] for r in episodes}) == 4
+    assert '[arm_0.pybullet_bridge]' in out and '[arm_1.pybullet_bridge]' in out
+    assert 'training done: 400 env steps' in out
+    assert (run / 'checkpoint.pt').is_file()
+    from mcap_ros2.reader import read_ros2_messages
+    topics = {m.channel.topic for m in read_ros2_messages(str(run / 'recording.mcap'))}
+    assert '/arm_0/ee_pose' in topics, topics  # the monitor shows the first arm
