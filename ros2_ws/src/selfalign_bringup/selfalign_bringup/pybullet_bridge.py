@@ -62,9 +62,8 @@ Publishes:
 
 from __future__ import annotations
 
-from typing import Any
-
 import time
+from typing import Any
 
 from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
 import numpy as np

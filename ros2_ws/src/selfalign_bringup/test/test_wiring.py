@@ -199,7 +199,7 @@ def test_deploy_launch_file_starts_the_planned_nodes_with_their_parameters(drive
     ({'use_sim_time': 'maybe'}, "use_sim_time:='maybe' is not a boolean"),
     ({'obs': 'depth'}, "obs:='depth' is not valid"),
     ({'workers': 'two'}, "workers:='two' is not an integer"),
-    ({'workers': '0'}, "workers:=0 is out of range"),
+    ({'workers': '0'}, 'workers:=0 is out of range'),
 ])
 def test_launch_argument_strings_are_checked_by_name(raw, words):
     with pytest.raises(ConfigError, match=words):
