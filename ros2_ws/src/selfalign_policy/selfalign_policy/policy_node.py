@@ -243,7 +243,9 @@ class ArmPort:
         self.key_frames: FrameBuffer | None = None
         if key_frames > 0:
             self.key_frames = FrameBuffer(KEY_FRAME_BUFFER_MB * 2**20)
-            node.create_subscription(Image, prefix + key_frames_topic, self.key_frames.put, 30)
+            topic = key_frames_topic if key_frames_topic.startswith('/') else (
+                prefix + key_frames_topic)  # an absolute name stays where the user put it
+            node.create_subscription(Image, topic, self.key_frames.put, 30)
         self.reset_client = node.create_client(ResetEpisode, prefix + C.RESET_EPISODE)
 
     def _on_state(self, kind: str, msg: Any) -> None:
