@@ -141,16 +141,21 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
             f'{r["final_theta"].get(k, math.nan):.3g} | {r["updates"]} / {r["updates_tried"]} | '
             f'{_pct(r["max_drop_after_update"])} | {r["llm_calls"]} / {r["llm_tokens"]} | '
             f'{r["commit"]} |')
-    out += ['', '### Summary (mean over seeds)', '',
-            '| task | sweep | fixed: steps to 90 % | self-align: steps to 90 % | '
+    out += ['', '### Summary (mean over the seeds both conditions have run)', '',
+            '| task | sweep | seeds | fixed: steps to 90 % | self-align: steps to 90 % | '
             'fixed: final success | self-align: final success | worst drop after an update |',
-            '|---|---|---:|---:|---:|---:|---:|']
+            '|---|---|---|---:|---:|---:|---:|---:|']
     for task in TASKS:
         for sweep in SWEEPS:
-            fx = [r for r in rows if (r['task'], r['sweep'], r['condition']) ==
-                  (task, sweep, 'fixed')]
-            sa = [r for r in rows if (r['task'], r['sweep'], r['condition']) ==
-                  (task, sweep, 'selfalign')]
+            cell = {c: {r['seed']: r for r in rows
+                        if (r['task'], r['sweep'], r['condition']) == (task, sweep, c)}
+                    for c in ('fixed', 'selfalign')}
+            # paired seeds only, so that a seed one condition lacks does not move its mean;
+            # a condition alone (the other not run yet) is shown over its own seeds
+            both = sorted(set(cell['fixed']) & set(cell['selfalign']))
+            seeds = both or sorted(set(cell['fixed']) | set(cell['selfalign']))
+            fx = [cell['fixed'][k] for k in seeds if k in cell['fixed']]
+            sa = [cell['selfalign'][k] for k in seeds if k in cell['selfalign']]
             if not fx and not sa:
                 continue
             drops = [r['max_drop_after_update'] for r in sa
@@ -158,7 +163,8 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
 
             def final(rs: list[dict[str, Any]]) -> str:
                 return _pct(statistics.mean(r['final_success'] for r in rs)) if rs else 'n/a'
-            out.append(f'| {task} | {sweep} | {_steps(fx)} | {_steps(sa)} | {final(fx)} | '
+            out.append(f'| {task} | {sweep} | {", ".join(map(str, seeds))} | {_steps(fx)} | '
+                       f'{_steps(sa)} | {final(fx)} | '
                        f'{final(sa)} | {_pct(max(drops)) if drops else "n/a"} |')
     print('\n'.join(out))
     return out

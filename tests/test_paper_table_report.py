@@ -1,0 +1,29 @@
+"""benchmarks/paper_table.py's summary compares the conditions on the seeds both have run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'benchmarks'))
+import paper_table  # noqa: E402
+
+
+def _row(condition: str, seed: int, steps: int | None, final: float) -> dict:
+    return {'task': 'touch', 'sweep': 'paper', 'condition': condition, 'seed': seed,
+            'steps_to_90': steps, 'best_success': final, 'final_success': final,
+            'budget_steps': 30000, 'initial_theta': {'force_threshold': 1.0},
+            'final_theta': {'force_threshold': 1.0}, 'updates': 0, 'updates_tried': 0,
+            'llm_calls': 1, 'llm_tokens': 10, 'max_drop_after_update': None, 'commit': 'x'}
+
+
+def test_summary_means_use_the_seeds_both_conditions_have():
+    rows = [_row('fixed', 0, 7000, 1.0), _row('fixed', 1, 14000, 1.0),
+            _row('fixed', 2, 2000, 0.5), _row('selfalign', 0, 7000, 1.0),
+            _row('selfalign', 1, 14000, 1.0)]
+    line = next(ln for ln in paper_table.report(rows) if ln.startswith('| touch | paper | 0, 1 |'))
+    cols = [c.strip() for c in line.strip('|').split('|')]
+    # seed 2 (fixed only) would pull the fixed mean to 7.7k and its final success to 83 %
+    assert cols[3:7] == ['10.5k', '10.5k', '100 %', '100 %'], cols
+    alone = paper_table.report([_row('fixed', 0, None, 0.0), _row('fixed', 1, 5000, 1.0)])
+    assert any(ln.startswith('| touch | paper | 0, 1 | 5.0k (1/2 seeds) | n/a |') for ln in alone)
