@@ -238,6 +238,10 @@ def default_run_dir(task: str, root: str | os.PathLike = 'runs') -> str:
     return str(RunDir.create(root, task).path)
 
 
+#: What monitor_node reads from the robot (with workers > 1: the first arm's).
+MONITORED_TOPICS = (N.EE_POSE, N.OBJECT_POSE, N.GOAL_POSE, N.VIDEO_IMAGE)
+
+
 def plan(args: Args, config: dict[str, dict[str, Any]] | None = None,
          directory: Path | None = None) -> list[NodePlan]:
     """The nodes of a run with their merged parameters (``/**`` folded in) and remaps."""
@@ -269,9 +273,6 @@ def plan(args: Args, config: dict[str, dict[str, Any]] | None = None,
         plans.append(NodePlan(name, package, executable, params, list(node_remaps), namespace))
     return plans
 
-
-#: What monitor_node reads from the robot (with workers > 1: the first arm's).
-MONITORED_TOPICS = (N.EE_POSE, N.OBJECT_POSE, N.GOAL_POSE, N.VIDEO_IMAGE)
 
 
 def params_file(config: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:

@@ -148,7 +148,7 @@ class DeployNode(RobotPolicyNode):
         velocity, width = C.action_to_command(action, self.env.action_scale)
         with self._cmd_lock:
             cmd = self.safety.filter(velocity, width, self._robot_state(out),
-                                     self.watchdog.age_s(time.monotonic()))
+                                     self.port.watchdog.age_s(time.monotonic()))
             if cmd.stopped:
                 self._send_stop()
             else:
@@ -168,14 +168,14 @@ class DeployNode(RobotPolicyNode):
             self._deploy_reset()
             return
         now = time.monotonic()
-        if self.safety.is_stale(self.watchdog.age_s(now)):
+        if self.safety.is_stale(self.port.watchdog.age_s(now)):
             with self._cmd_lock:
                 self.safety.filter(np.zeros(3), 0.0, None, None)  # counts the intervention
                 self._send_stop()
             log.warning(f'observations stale (> {self.safety.cfg.observation_timeout_s} s): arm '
                         'stopped until the driver publishes again', throttle_duration_sec=2.0)
             return
-        msgs = self.sync.wait_newer(d['reset_ns'] - 1, 0.0)
+        msgs = self.port.sync.wait_newer(d['reset_ns'] - 1, 0.0)
         if msgs is None:  # still the previous episode's messages: wait for this one's
             return
         out = self.env.builder.step(self.env._snapshot(msgs), d['action'])
@@ -223,7 +223,7 @@ class DeployNode(RobotPolicyNode):
                  reset_ns=cm.stamp_ns(reply.ee_pose.header.stamp))
         img = None
         if self.env.obs_mode == 'pixels':
-            img = self.sync.wait_newer(-1, 0.0)
+            img = self.port.sync.wait_newer(-1, 0.0)
             if img is None:
                 return  # no image yet: the first tick acts
         self._act_and_send(out, img)

@@ -297,7 +297,6 @@ class RobotPolicyNode(Node):
         self.ports = [ArmPort(self, prefix, p['obs'], p['key_frames'], p['key_frames_topic'])
                       for prefix in prefixes]
         self.port = self.ports[0]
-        self.sync, self.watchdog = self.port.sync, self.port.watchdog
         self._pub_episode = self.create_publisher(Episode, C.EPISODE, RELIABLE)
         self._pub_stats = self.create_publisher(String, N.POLICY_STATS, RELIABLE)
         self.create_subscription(RewardSpec, C.REWARD_SPEC, self._on_spec, LATCHED)

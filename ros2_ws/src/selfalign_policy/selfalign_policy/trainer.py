@@ -151,6 +151,9 @@ class Trainer:
                              else [''] if n == 1 else [worker_name(i) for i in range(n)])
         if len(self.worker_names) != n:
             raise ValueError(f'{len(self.worker_names)} worker names for {n} envs')
+        #: envs that take a command (step_async) and hand its state over later (step_wait)
+        self._split = [callable(getattr(e, 'step_async', None))
+                       and callable(getattr(e, 'step_wait', None)) for e in self.envs]
         self.cfg = cfg
         self.task = task
         self.callbacks = callbacks or Callbacks()
@@ -249,16 +252,14 @@ class Trainer:
             obs_batch = np.stack([self.replay.stacked_obs(list(r.frames)) for r in playing])
             actions = self.agent.act_batch(obs_batch, self.env_step, eval_mode=evaluation)
             for r, action in zip(playing, actions):
-                step_async = getattr(self.envs[r.worker], 'step_async', None)
-                if step_async is not None:
-                    step_async(action)
+                if self._split[r.worker]:
+                    self.envs[r.worker].step_async(action)
             still: list[_Playing] = []
             for r, action in zip(playing, actions):
                 env = self.envs[r.worker]
                 try:
-                    step_wait = getattr(env, 'step_wait', None)
                     obs, _, terminated, truncated, info = (
-                        step_wait() if step_wait is not None else env.step(action))
+                        env.step_wait() if self._split[r.worker] else env.step(action))
                 except EpisodeAbortedError:
                     if not evaluation and staged:
                         self._flush(r)   # its complete n-step windows are real transitions
