@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from selfalign_core import names as N
-from selfalign_core.names import worker_name
+from selfalign_core.names import under, worker_name
 
 TASK_CONFIGS = {'touch': 'touch.yaml', 'grasp_lift': 'grasp_lift.yaml', 'push': 'push.yaml'}
 LLM_BACKENDS = ('scripted', 'openai', 'replay')
@@ -262,7 +262,7 @@ def plan(args: Args, config: dict[str, dict[str, Any]] | None = None,
         params = {**config.get('/**', {}), **config.get(name, {})}
         node_remaps = remaps if name in ('policy_node', 'monitor_node') else []
         if name == 'monitor_node' and workers > 1:  # it shows (and films) the first arm
-            node_remaps = [(topic, f'{worker_name(0)}/{topic}') for topic in MONITORED_TOPICS]
+            node_remaps = [(topic, under(worker_name(0), topic)) for topic in MONITORED_TOPICS]
         if name == 'pybullet_bridge' and workers > 1:
             for i in range(workers):  # own process, own namespace, own seed; one /clock
                 own = {'seed': int(params.get('seed', 0)) + i, 'publish_clock': i == 0}

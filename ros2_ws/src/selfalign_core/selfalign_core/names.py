@@ -28,6 +28,12 @@ def worker_name(i: int) -> str:
     return f'arm_{int(i)}'
 
 
+def under(worker: str, name: str) -> str:
+    """``name`` as worker ``worker`` ('' or e.g. 'arm_1') sees it: a relative name moves
+    under the worker's namespace, an absolute one stays where it is."""
+    return name if not worker or name.startswith('/') else f'{worker}/{name}'
+
+
 # --- selfalign topics ---
 REWARD_SPEC = 'selfalign/reward_spec'
 #: a reward template someone proposes by hand (reward_node validates and adopts it)

@@ -89,7 +89,7 @@ from selfalign_core import names as N
 from selfalign_core import tasks
 from selfalign_core.episode import EpisodeRecord
 from selfalign_core.executors import run_node
-from selfalign_core.names import worker_name
+from selfalign_core.names import under, worker_name
 from selfalign_core.qos import LATCHED, RELIABLE
 from selfalign_interfaces.msg import Episode, RewardSpec
 from selfalign_interfaces.srv import ResetEpisode
@@ -218,19 +218,19 @@ TRAINING = frozenset(name for name, _, _ in _specs()) - COMMON - DEPLOY
 
 
 class ArmPort:
-    """One arm's side of the robot contract, its names under ``prefix`` ('' or 'arm_i/'):
+    """One arm's side of the robot contract, its names under worker ``name`` ('' or 'arm_i'):
     state in (``sync``, ``watchdog``), commands and resets out (the ``Transport`` of its
     ``RobotContractEnv``), its key frames."""
 
-    def __init__(self, node: Node, prefix: str, obs: str, key_frames: int,
+    def __init__(self, node: Node, name: str, obs: str, key_frames: int,
                  key_frames_topic: str) -> None:
         self.node = node
-        self.name = prefix.rstrip('/')
+        self.name = name
         self.sync = StateSync(('joint_states', 'ee_pose', 'object_pose')
                               + (('image',) if obs == 'pixels' else ()))
         self.watchdog = ObservationWatchdog(self.sync.kinds)
-        self.pub_twist = node.create_publisher(TwistStamped, prefix + C.TWIST_CMD, RELIABLE)
-        self.pub_grip = node.create_publisher(Float64MultiArray, prefix + C.GRIPPER_CMD,
+        self.pub_twist = node.create_publisher(TwistStamped, under(name, C.TWIST_CMD), RELIABLE)
+        self.pub_grip = node.create_publisher(Float64MultiArray, under(name, C.GRIPPER_CMD),
                                               RELIABLE)
         sensor = qos_profile_sensor_data
         for kind, msg_type, topic in (
@@ -238,15 +238,14 @@ class ArmPort:
                 ('object_pose', PoseStamped, C.OBJECT_POSE),
                 ('ee_wrench', WrenchStamped, C.EE_WRENCH)) + (
                 (('image', Image, C.CAMERA_IMAGE),) if obs == 'pixels' else ()):
-            node.create_subscription(msg_type, prefix + topic,
+            node.create_subscription(msg_type, under(name, topic),
                                      lambda m, k=kind: self._on_state(k, m), sensor)
         self.key_frames: FrameBuffer | None = None
         if key_frames > 0:
             self.key_frames = FrameBuffer(KEY_FRAME_BUFFER_MB * 2**20)
-            topic = key_frames_topic if key_frames_topic.startswith('/') else (
-                prefix + key_frames_topic)  # an absolute name stays where the user put it
-            node.create_subscription(Image, topic, self.key_frames.put, 30)
-        self.reset_client = node.create_client(ResetEpisode, prefix + C.RESET_EPISODE)
+            node.create_subscription(Image, under(name, key_frames_topic), self.key_frames.put,
+                                     30)
+        self.reset_client = node.create_client(ResetEpisode, under(name, C.RESET_EPISODE))
 
     def _on_state(self, kind: str, msg: Any) -> None:
         self.sync.put(kind, msg)
@@ -293,9 +292,9 @@ class RobotPolicyNode(Node):
         self._adopted: list[tuple[Any, int, str]] = []
         self._reward_version = 0
         workers = int(p.get('workers', 1))
-        prefixes = [''] if workers == 1 else [f'{worker_name(i)}/' for i in range(workers)]
-        self.ports = [ArmPort(self, prefix, p['obs'], p['key_frames'], p['key_frames_topic'])
-                      for prefix in prefixes]
+        arms = [''] if workers == 1 else [worker_name(i) for i in range(workers)]
+        self.ports = [ArmPort(self, arm, p['obs'], p['key_frames'], p['key_frames_topic'])
+                      for arm in arms]
         self.port = self.ports[0]
         self._pub_episode = self.create_publisher(Episode, C.EPISODE, RELIABLE)
         self._pub_stats = self.create_publisher(String, N.POLICY_STATS, RELIABLE)
