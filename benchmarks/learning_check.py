@@ -64,7 +64,7 @@ def run_cell(task: str, seed: int, budget: int, settings: dict[str, Any],
     from selfalign_policy.trainer import Callbacks, Trainer
 
     torch.set_num_threads(1)
-    env = gym.make(ENV_IDS[task])
+    env = gym.make(ENV_IDS[task], sim_config=settings.get('sim') or None)
     cfg = DrQV2Config.from_dict({
         'agent': {'hidden_dim': settings['hidden'], 'lr': settings['lr'],
                   'stddev_steps': settings['std_steps'],

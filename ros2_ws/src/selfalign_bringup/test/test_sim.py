@@ -88,6 +88,21 @@ def test_spawn_boxes_and_goal_distance_hold(world):
         assert cfg.goal_min_distance_m - 1e-3 <= dist <= cfg.goal_max_distance_m + 1e-3
 
 
+@pytest.mark.parametrize('max_angle', [90.0, 120.0])
+def test_goal_direction_stays_within_goal_max_angle(max_angle):
+    w = PandaWorld(SimConfig(goal_max_angle_deg=max_angle))
+    try:
+        angles = []
+        for seed in range(25):
+            res = w.reset(seed)
+            v = res.raw['goal_pos'][:2] - res.raw['block_pos'][:2]
+            angles.append(np.degrees(np.arctan2(abs(v[1]), v[0])))
+    finally:
+        w.close()
+    assert max(angles) <= max_angle + 1.0  # the block settles by < 1 mm at reset
+    assert max(angles) > max_angle / 3  # still spread over the allowed directions
+
+
 def test_workspace_bounds_and_speed_cap_hold(world):
     cfg = world.cfg
     lo, hi = np.array(cfg.ee_workspace_low_m), np.array(cfg.ee_workspace_high_m)
@@ -200,6 +215,7 @@ def test_step_before_reset_and_bad_command_raise():
     ({'image_size_px': 84.5}, 'image_size_px'),
     ({'max_ee_speed_mps': 'fast'}, 'max_ee_speed_mps'),
     ({'goal_min_distance_m': 0.5}, 'goal_min_distance_m'),
+    ({'goal_max_angle_deg': 270.0}, 'goal_max_angle_deg'),
     ({'block_spawn_high_m': [0.6]}, 'block_spawn_high_m'),
     ({'substepz': 10}, 'substepz'),
     ({'fast_table_render': 'yes'}, 'fast_table_render'),

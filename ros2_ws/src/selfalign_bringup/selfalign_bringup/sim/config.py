@@ -78,6 +78,10 @@ class SimConfig:
     """Minimum horizontal block-to-goal distance at reset (above the 5 cm success radius)."""
     goal_max_distance_m: float = 0.20
     """Maximum horizontal block-to-goal distance at reset (keeps push reachable in 100 steps)."""
+    goal_max_angle_deg: float = 180.0
+    """Largest angle between the block-to-goal direction and +x (away from the robot base),
+    degrees: 180 draws the goal in any direction, 90 never toward the robot (the fingers need
+    not go round the block to its far side), 0 straight ahead as in ManiSkill's PushCube."""
     image_size_px: int = 84
     """Default side of the square camera image (DrQ-v2 uses 84x84)."""
     camera_eye_m: tuple[float, float, float] = (0.90, 0.0, 0.70)
@@ -176,5 +180,7 @@ def _check(c: SimConfig) -> None:
         fail('ee_home_m', 'must lie inside [ee_workspace_low_m, ee_workspace_high_m]')
     if math.hypot(*c.block_spawn_high_m) > 0.8:
         fail('block_spawn_high_m', 'lies out of the Panda reach (~0.8 m); move it closer')
+    if not 0.0 <= c.goal_max_angle_deg <= 180.0:
+        fail('goal_max_angle_deg', 'must be in [0, 180] degrees (180 = any direction)')
     if c.goal_min_distance_m > c.goal_max_distance_m:
         fail('goal_min_distance_m', f'must be <= goal_max_distance_m={c.goal_max_distance_m}')

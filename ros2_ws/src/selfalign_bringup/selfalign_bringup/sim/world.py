@@ -249,12 +249,14 @@ class PandaWorld:
         for _ in range(1000):
             goal_xy = self._rng.uniform(glo, ghi)
             d = float(np.linalg.norm(goal_xy - block_xy))
-            if cfg.goal_min_distance_m <= d <= cfg.goal_max_distance_m:
+            if (cfg.goal_min_distance_m <= d <= cfg.goal_max_distance_m
+                    and _angle_from_x_deg(goal_xy - block_xy) <= cfg.goal_max_angle_deg):
                 break
         else:
             raise ValueError('no goal position within goal_spawn_low_m/high_m is '
                              f'{cfg.goal_min_distance_m}-{cfg.goal_max_distance_m} m from the '
-                             'block; widen the goal box or the distance range in SimConfig')
+                             f'block within {cfg.goal_max_angle_deg} deg of +x; widen the goal '
+                             'box, the distance range or goal_max_angle_deg in SimConfig')
         s = cfg.block_size_m / 2
         p.resetBasePositionAndOrientation(self.block_id, (*block_xy, s), (0, 0, 0, 1),
                                           physicsClientId=c)
@@ -525,6 +527,11 @@ class PandaWorld:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown: pybullet may be gone
             pass
+
+
+def _angle_from_x_deg(v: np.ndarray) -> float:
+    """Angle between the horizontal vector v and +x, degrees in [0, 180]."""
+    return float(np.degrees(np.arctan2(abs(v[1]), v[0])))
 
 
 def _quat_matrix(q: np.ndarray) -> np.ndarray:
