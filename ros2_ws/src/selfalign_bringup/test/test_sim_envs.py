@@ -149,28 +149,3 @@ def test_custom_reward_fn_and_bad_arguments():
         SelfAlignEnv('touch', obs='depth')
     with pytest.raises(ValueError, match='unknown task'):
         SelfAlignEnv('stack')
-
-
-@pytest.mark.parametrize('task,closes', [('push', True), ('touch', False)])
-def test_push_holds_the_gripper_closed_whatever_the_policy_says(task, closes):
-    """Task.gripper: push ignores action[3] (open fingers let the block slip between them)."""
-    env = SelfAlignEnv(task, obs='state')
-    try:
-        _, info = env.reset(seed=0)
-        for _ in range(10):
-            _, _, _, _, info = env.step(np.array([0.0, 0.0, 0.0, -1.0], np.float32))  # "open"
-        width = float(features.unpack(info['features'][None])['finger_width'][0])
-    finally:
-        env.close()
-    assert (width < 0.01) if closes else (width > 0.07)
-
-
-def test_action_to_command_gripper_modes():
-    from selfalign_core.contract import action_to_command, ActionScale
-    s = ActionScale()
-    open_cmd = np.array([0.5, 0.0, 0.0, -1.0])
-    assert action_to_command(open_cmd, s)[1] == s.gripper_open_m
-    v, w = action_to_command(open_cmd, s, 'closed')
-    assert w == s.gripper_closed_m and v[0] == pytest.approx(0.5 * s.max_speed_mps)
-    with pytest.raises(ValueError, match='gripper'):
-        action_to_command(open_cmd, s, 'half')

@@ -58,21 +58,13 @@ class ActionScale:
         return self.max_step_m / self.control_period_s
 
 
-GRIPPER_MODES = ('policy', 'closed')
-
-
-def action_to_command(action: np.ndarray, scale: ActionScale = ActionScale(),
-                      gripper: str = 'policy') -> tuple[np.ndarray, float]:
+def action_to_command(action: np.ndarray, scale: ActionScale = ActionScale()
+                      ) -> tuple[np.ndarray, float]:
     """Action (4,) in [-1, 1] -> (EE linear velocity (3,) m/s in the base frame, finger width m).
 
     The gripper is binary, open or closed (docs/method.md "Task set-up"): action[3] > 0 closes.
-    ``gripper='closed'`` (a task's ``Task.gripper``, e.g. push) holds it closed and ignores
-    action[3].
     """
-    if gripper not in GRIPPER_MODES:
-        raise ValueError(f'gripper={gripper!r}: choose one of {GRIPPER_MODES}')
     a = np.clip(np.asarray(action, dtype=np.float64).reshape(ACTION_DIM), -1.0, 1.0)
     velocity = a[:3] * scale.max_speed_mps
-    closed = a[3] > 0 or gripper == 'closed'
-    width = scale.gripper_closed_m if closed else scale.gripper_open_m
+    width = scale.gripper_closed_m if a[3] > 0 else scale.gripper_open_m
     return velocity, float(width)

@@ -26,17 +26,11 @@ GRASP_FORCE_N = 0.1         # grasp_lift: each finger presses with at least this
 
 @dataclass(frozen=True)
 class Task:
-    """A task: name, the words given to the LLM, episode length in control steps, and who
-    commands the gripper."""
+    """A task: name, the words given to the LLM, episode length in control steps."""
 
     name: str
     description: str
     episode_steps: int = 100
-    gripper: str = 'policy'
-    """'policy': action[3] opens or closes it; 'closed': held closed whatever action[3] says,
-    as Gymnasium-Robotics' FetchPush blocks its gripper. Pushing needs a solid tool: with open
-    fingers the block slips between them (the scripted pusher succeeds in 27 % of episodes
-    with open fingers, 100 % closed; docs/tasks.md)."""
 
 
 TASKS: dict[str, Task] = {
@@ -44,7 +38,7 @@ TASKS: dict[str, Task] = {
     'grasp_lift': Task('grasp_lift', 'Grasp the block with both fingers and lift it at least '
                        '5 cm above the table.'),
     'push': Task('push', 'Push the block along the table to the green goal marker without '
-                 'lifting it.', gripper='closed'),
+                 'lifting it.'),
 }
 
 

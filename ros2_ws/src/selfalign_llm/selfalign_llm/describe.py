@@ -92,11 +92,8 @@ def describe_episode(episode: Any, task: str | None = None, success: bool | None
     lines.append(f'- block-to-goal distance: start {_cm(goal[0])}, middle '
                  f'{_cm(goal[steps // 2])}, end {_cm(goal[-1])}')
     closed = width < CLOSED_WIDTH_M
-    if tasks.get_task(task).gripper == 'closed':
-        commanded = 'held closed by the task'
-    else:
-        commanded = f'commanded closed {int((gripper_cmd > 0).sum())} of {steps} steps'
-    lines.append(f'- gripper: {commanded}; finger width {_cm(width.min())} to '
-                 f'{_cm(width.max())}, nearly closed {int(closed.sum())} steps')
+    lines.append(f'- gripper: commanded closed {int((gripper_cmd > 0).sum())} of {steps} steps; '
+                 f'finger width {_cm(width.min())} to {_cm(width.max())}, nearly closed '
+                 f'{int(closed.sum())} steps')
     lines.append(f"- task success: {'yes' if success else 'no'}")
     return '\n'.join(lines)

@@ -18,7 +18,6 @@ def test_description_states_the_facts(make_episode):
     no_touch = describe_episode(make_episode('push', approach=0.3))
     assert 'contact: none' in no_touch and 'task success: no' in no_touch
     assert 'closest finger-to-block distance: 21.' in no_touch  # 30 cm * (1 - 0.3)
-    assert 'gripper: held closed by the task' in text  # push ignores action[3]
 
 
 def test_description_is_deterministic_and_input_form_independent(make_episode):

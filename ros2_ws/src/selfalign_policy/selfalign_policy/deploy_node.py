@@ -145,8 +145,7 @@ class DeployNode(RobotPolicyNode):
         else:
             frame = out.observation
         action = self.policy.act(frame)
-        velocity, width = C.action_to_command(action, self.env.action_scale,
-                                                self.env.task.gripper)
+        velocity, width = C.action_to_command(action, self.env.action_scale)
         with self._cmd_lock:
             cmd = self.safety.filter(velocity, width, self._robot_state(out),
                                      self.port.watchdog.age_s(time.monotonic()))

@@ -214,7 +214,7 @@ class RobotContractEnv:
         """Send the command of ``action``; ``step_wait`` then waits for its state (the trainer
         sends every worker's command before it waits for any)."""
         action = np.clip(np.asarray(action, dtype=np.float32).reshape(ACTION_DIM), -1.0, 1.0)
-        velocity, width = action_to_command(action, self.action_scale, self.task.gripper)
+        velocity, width = action_to_command(action, self.action_scale)
         self.transport.send_command(velocity, width)
         self._action = action
 

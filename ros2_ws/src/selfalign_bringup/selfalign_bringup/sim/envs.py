@@ -127,7 +127,7 @@ class SelfAlignEnv(gym.Env):
         if a.shape != (ACTION_DIM,):
             raise ValueError(f'action must have shape ({ACTION_DIM},), got {a.shape}')
         a = np.clip(a, -1.0, 1.0)
-        velocity, width = action_to_command(a, self.action_scale, self.task.gripper)
+        velocity, width = action_to_command(a, self.action_scale)
         self._last = self.world.step(velocity, width)
         f = self._features(self._last, a)
         packed = features.pack(f)[0]
