@@ -68,7 +68,8 @@ def run_cell(task: str, seed: int, budget: int, settings: dict[str, Any],
     cfg = DrQV2Config.from_dict({
         'agent': {'hidden_dim': settings['hidden'], 'lr': settings['lr'],
                   'stddev_steps': settings['std_steps'],
-                  'update_every_steps': settings['update_every']},
+                  'update_every_steps': settings['update_every'],
+                  'updates_per_step': settings.get('updates_per_step', 1)},
         'replay': {'capacity': max(budget + 1000, 10_000)},
         'trainer': {'seed': seed, 'eval_every_steps': settings['eval_every'],
                     'eval_episodes': settings['eval_episodes'], 'progress': False}})
@@ -189,6 +190,8 @@ def main() -> None:
     ap.add_argument('--lr', type=float, default=3e-4)
     ap.add_argument('--std-steps', type=int, default=30_000)
     ap.add_argument('--update-every', type=int, default=1)
+    ap.add_argument('--updates-per-step', type=int, default=1,
+                    help='gradient updates each time one is due (update-to-data ratio)')
     ap.add_argument('--stop-after', type=int, default=2,
                     help='stop a cell after this many consecutive evaluations >= 90 %% (0: never)')
     args = ap.parse_args()
@@ -199,6 +202,8 @@ def main() -> None:
     settings = {'hidden': args.hidden, 'lr': args.lr, 'std_steps': args.std_steps,
                 'update_every': args.update_every, 'eval_every': args.eval_every,
                 'eval_episodes': args.eval_episodes}
+    if args.updates_per_step != 1:
+        settings['updates_per_step'] = args.updates_per_step
     if not args.report_only:
         done = {(r['task'], r['seed']) for r in load() if r['reward'] == 'oracle'}
         jobs = [(t, s, args.steps or BUDGETS[t], settings, args.stop_after)

@@ -37,6 +37,10 @@ class AgentConfig:
     """Environment steps with uniform random actions in [-1, 1] before the policy acts."""
     update_every_steps: int = 2
     """One gradient update every this many environment steps."""
+    updates_per_step: int = 1
+    """Gradient updates each time one is due: the update-to-data ratio is
+    updates_per_step / update_every_steps (REDQ and DroQ raise it above 1 for sample
+    efficiency; each update costs the same CPU)."""
     stddev_init: float = 1.0
     """Exploration noise std at step 0 (drqv2 ``linear(1.0, 0.1, N)`` schedule)."""
     stddev_final: float = 0.1
@@ -72,6 +76,7 @@ class AgentConfig:
         _check(self, 'critic_target_tau', 0 < self.critic_target_tau <= 1, 'must be in (0, 1]')
         _check(self, 'num_expl_steps', self.num_expl_steps >= 0, 'must be >= 0')
         _check(self, 'update_every_steps', self.update_every_steps >= 1, 'must be >= 1')
+        _check(self, 'updates_per_step', self.updates_per_step >= 1, 'must be >= 1')
         _check(self, 'stddev_init', self.stddev_init >= 0, 'must be >= 0')
         _check(self, 'stddev_final', self.stddev_final >= 0, 'must be >= 0')
         _check(self, 'stddev_steps', self.stddev_steps >= 1, 'must be >= 1')

@@ -340,13 +340,14 @@ class Trainer:
             return
         if len(self.replay) < a.batch_size:
             return
-        want = (self.update_count % self.cfg.trainer.metrics_every_updates) == 0
-        metrics = self.agent.update(self.replay.sample(), self.env_step, with_metrics=want)
-        self.update_count += 1
-        if want:
-            self.last_metrics = metrics
-            if self.callbacks.on_update is not None:
-                self.callbacks.on_update(self.env_step, metrics)
+        for _ in range(a.updates_per_step):
+            want = (self.update_count % self.cfg.trainer.metrics_every_updates) == 0
+            metrics = self.agent.update(self.replay.sample(), self.env_step, with_metrics=want)
+            self.update_count += 1
+            if want:
+                self.last_metrics = metrics
+                if self.callbacks.on_update is not None:
+                    self.callbacks.on_update(self.env_step, metrics)
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Deterministic-policy episodes; returns success rate, mean return, env step."""

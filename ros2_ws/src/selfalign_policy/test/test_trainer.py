@@ -80,6 +80,16 @@ def test_episodes_callbacks_and_evaluation(env):
     assert tr.reward_version == 1 and tr.replay.sample().reward.max() == 0.0
 
 
+def test_updates_per_step_raises_the_update_to_data_ratio(env):
+    counts = []
+    for n in (1, 3):
+        cfg = DrQV2Config.from_dict({**CFG, 'agent': {**CFG['agent'], 'updates_per_step': n}})
+        tr = Trainer(env, cfg, oracle, task='touch')
+        tr.train(100)
+        counts.append(tr.update_count)
+    assert counts[0] == 21 and counts[1] == 63  # due at env steps 60, 62, ..., 100
+
+
 def test_pixel_env_trains_with_stacked_frames():
     env = gym.make('SelfAlign/TouchPixels-v0')
     try:
