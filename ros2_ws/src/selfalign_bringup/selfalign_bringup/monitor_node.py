@@ -47,7 +47,7 @@ from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from selfalign_bringup.recording import recover, TopicRecorder
-from selfalign_bringup.rundir import plot_run, RunDir
+from selfalign_bringup.rundir import plot_run, round_start_step, RunDir
 from selfalign_bringup.video import write_camera_video, write_episode_video
 from selfalign_core import contract_msgs as cm
 from selfalign_core import names as N
@@ -201,8 +201,10 @@ class MonitorNode(Node):
         if not msg.evaluation:
             if msg.env_step <= self._last_train_step:
                 # The policy resumed from a checkpoint older than what was logged (it was
-                # killed): its replayed steps replace the first version of them.
-                start = int(msg.env_step) - int(msg.num_steps)
+                # killed): its replayed steps replace the first version of them. With N
+                # workers a round of episodes spans N env steps per tick.
+                workers = len(self._run.worker_names() | ({msg.worker} - {''}))
+                start = round_start_step(msg.env_step, msg.num_steps, workers)
                 dropped = self._run.rewind(start)
                 self.get_logger().info(f'policy resumed at env step {start}: dropped {dropped} '
                                        'metric rows logged after it')

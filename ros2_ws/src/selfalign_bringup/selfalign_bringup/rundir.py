@@ -28,6 +28,17 @@ from typing import Any
 import yaml
 
 
+def round_start_step(end_env_step: int, num_steps: int, workers: int = 1) -> int:
+    """The env step at which the round began that a worker's episode of ``num_steps`` steps
+    ended in at ``end_env_step`` (the first of the round to report).
+
+    The trainer steps its N workers once each per tick and counts every worker's step, so the
+    first worker's episode of T steps begun at env step C ends at C + (T - 1) N + 1; with one
+    arm that is C + T.
+    """
+    return int(end_env_step) - (int(num_steps) - 1) * max(int(workers), 1) - 1
+
+
 class RunDir:
     """One training run's directory; thread-safe metric logging."""
 
@@ -152,6 +163,10 @@ class RunDir:
                 return 0
             self._rewrite(keep)
             return len(rows) - len(keep)
+
+    def worker_names(self) -> set[str]:
+        """Names of the workers (arms) whose episodes are logged ('' rows of one arm excluded)."""
+        return {r['worker'] for r in self.read_metrics() if r.get('worker')}
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
         """metrics.csv := header + rows, atomically (call with the lock held)."""

@@ -5,6 +5,7 @@ import pytest
 from selfalign_bringup.rundir import (
     agreement_figure,
     plot_run,
+    round_start_step,
     RunDir,
     success_figure,
     theta_figure,
@@ -87,6 +88,39 @@ def test_rewind_drops_only_episode_rows_after_the_resume_step(tmp_path):
     run.log('episode', 300, success=1)  # the replayed step, once
     assert [r['env_step'] for r in run.read_metrics() if r['kind'] == 'episode'] == [
         '100', '200', '300']
+
+
+@pytest.mark.parametrize('workers', [1, 4])
+def test_round_start_step_recovers_the_checkpoint_step_with_workers(workers, tmp_path):
+    """A resumed run's first episode says where its round began (the monitor's rewind)."""
+    import gymnasium as gym
+
+    import selfalign_bringup.sim  # noqa: F401
+    from selfalign_policy.config import DrQV2Config
+    from selfalign_policy.trainer import Callbacks, Trainer
+
+    envs = [gym.make('SelfAlign/Touch-v0') for _ in range(workers)]
+    ends: list[tuple[int, int, str]] = []
+    try:
+        cfg = DrQV2Config.from_dict({'agent': {'hidden_dim': 16, 'feature_dim': 8,
+                                               'num_expl_steps': 10**6},
+                                     'trainer': {'eval_every_steps': 0, 'progress': False}})
+        tr = Trainer(envs if workers > 1 else envs[0], cfg, lambda x: x[:, 0], task='touch',
+                     worker_names=[f'arm_{i}' for i in range(workers)] if workers > 1 else None,
+                     callbacks=Callbacks(on_episode_end=lambda e: ends.append(
+                         (e.env_step, len(e.features), e.worker))))
+        tr.run_round()
+        checkpoint_step = tr.env_step
+        ends.clear()
+        tr.run_round()
+    finally:
+        for e in envs:
+            e.close()
+    run = RunDir(tmp_path / 'run')
+    for step, _, worker in ends:
+        run.log('episode', step, worker=worker)
+    first_step, steps, _ = ends[0]
+    assert round_start_step(first_step, steps, max(1, len(run.worker_names()))) == checkpoint_step
 
 
 PARAMS = [{'name': 'w_push', 'lower': 0.1, 'upper': 100.0, 'scale': 'log', 'initial': 2.0},
