@@ -50,6 +50,11 @@ def build_worktree(rev: str) -> Path:
     return tree
 
 
+#: One learner update every this many env steps on every route (the bare AgentConfig default
+#: and the figures in docs/performance.md; policy_node's own default is now 1).
+UPDATE_EVERY = 2
+
+
 def _episodes(run: Path) -> list[tuple[float, int]]:
     with open(run / 'metrics.csv', newline='') as fh:
         return [(float(r['time']), int(r['env_step'])) for r in csv.DictReader(fh)
@@ -66,7 +71,8 @@ def ros_route(mode: str, task: str, steps: int, every: int, tree: Path = ROOT
                     '--set', f'alignment_node.reward_update_every_steps={every}',
                     '--set', 'alignment_node.num_ranked=4',
                     '--set', f'policy_node.eval_every_steps={steps * 10}',
-                    '--set', 'policy_node.num_expl_steps=200'],
+                    '--set', 'policy_node.num_expl_steps=200',
+                    '--set', f'policy_node.update_every_steps={UPDATE_EVERY}'],
                    check=True, env=tree_env(tree), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     total = time.time() - t0
@@ -83,7 +89,8 @@ def bare_trainer(task: str, steps: int, tree: Path = ROOT,
                  agent: dict[str, int] | None = None) -> dict[str, float]:
     """The bare Trainer on the gym env (oracle reward), timed after its first episode;
     ``agent`` overrides AgentConfig fields (default hidden 256, 200 exploration steps)."""
-    agent = {'hidden_dim': 256, 'num_expl_steps': 200, **(agent or {})}
+    agent = {'hidden_dim': 256, 'num_expl_steps': 200, 'update_every_steps': UPDATE_EVERY,
+             **(agent or {})}
     code = f"""
 import time, resource, torch
 torch.set_num_threads(1)

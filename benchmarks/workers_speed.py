@@ -51,6 +51,7 @@ def run(workers: int, obs: str, steps: int, extra: dict | None = None,
               'num_expl_steps': 100, 'eval_every_steps': 0, 'checkpoint_every_steps': 0,
               'obs': obs, 'workers': workers, 'replay_capacity': 20_000,
               'stats_every_updates': 10**6,
+              'update_every_steps': 2,  # the learner of the figures in docs/performance.md
               **({} if learner else {'num_expl_steps': 10**7}), **(extra or {})}
     bridge_params = {'mode': 'lockstep', 'publish_camera': obs == 'pixels'}
     bridges = [NodeProcess('selfalign_bringup', 'pybullet_bridge',
