@@ -128,7 +128,9 @@ def report(rows: list[dict[str, Any]], task_names: list[str]) -> list[str]:
         budget = BUDGETS[task]
         st = cells[0]['settings']
         out += [f'### {task}: DrQ-v2 state, oracle reward, hidden {st["hidden"]}, lr {st["lr"]}, '
-                f'std linear(1.0, 0.1, {st["std_steps"]}), budget {budget // 1000}k', '',
+                f'std linear(1.0, 0.1, {st["std_steps"]}), '
+                f'{st.get("updates_per_step", 1)} update(s) every {st["update_every"]} env '
+                f'step(s), budget {budget // 1000}k', '',
                 '| env steps | ' + ' | '.join(f'seed {r["seed"]}' for r in cells) + ' |',
                 '|---:|' + '---:|' * len(cells)]
         steps = sorted({int(s) for r in cells for s, _ in r['curve']})
