@@ -130,7 +130,8 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
     out = ['### Per run (DrQ-v2 state obs, scripted teacher at mistake rate 0.1)', '',
            '| task | sweep | condition | seed | steps to 90 % | best / final success | '
            'θ key: initial -> final | applied / tried updates | max drop after update | '
-           'LLM calls / tokens | commit |', '|---|---|---|---:|---:|---:|---|---:|---:|---:|---|']
+           'LLM calls / tokens | learner update every | commit |',
+           '|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|']
     for r in rows:
         k = KEY_PARAM[r['task']]
         out.append(
@@ -140,7 +141,7 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
             f'{_pct(r["final_success"])} | {k} {r["initial_theta"].get(k, math.nan):.3g} -> '
             f'{r["final_theta"].get(k, math.nan):.3g} | {r["updates"]} / {r["updates_tried"]} | '
             f'{_pct(r["max_drop_after_update"])} | {r["llm_calls"]} / {r["llm_tokens"]} | '
-            f'{r["commit"]} |')
+            f'{r.get("settings", {}).get("update_every_steps", 2)} | {r["commit"]} |')
     out += ['', '### Summary (mean over the seeds both conditions have run)', '',
             '| task | sweep | seeds | fixed: steps to 90 % | self-align: steps to 90 % | '
             'fixed: final success | self-align: final success | worst drop after an update |',
