@@ -54,7 +54,12 @@ def steps_to(curve: list[list[float]], level: float = TARGET) -> int | None:
 
 def run_cell(task: str, seed: int, budget: int, settings: dict[str, Any],
              stop_after: int) -> dict[str, Any]:
-    """Train one seed on ``task`` with the oracle reward; the result record."""
+    """Train one seed on ``task`` with the oracle reward; the result record.
+
+    ``settings`` holds the learner settings of the command line; optional ``'sim'`` (SimConfig
+    fields) and ``'agent'`` (AgentConfig fields, e.g. ``{'nstep': 5}``) override the defaults
+    for trials.
+    """
     import gymnasium as gym
     import torch
 
@@ -69,7 +74,8 @@ def run_cell(task: str, seed: int, budget: int, settings: dict[str, Any],
         'agent': {'hidden_dim': settings['hidden'], 'lr': settings['lr'],
                   'stddev_steps': settings['std_steps'],
                   'update_every_steps': settings['update_every'],
-                  'updates_per_step': settings.get('updates_per_step', 1)},
+                  'updates_per_step': settings.get('updates_per_step', 1),
+                  **settings.get('agent', {})},
         'replay': {'capacity': max(budget + 1000, 10_000)},
         'trainer': {'seed': seed, 'eval_every_steps': settings['eval_every'],
                     'eval_episodes': settings['eval_episodes'], 'progress': False}})
