@@ -5,7 +5,10 @@ keeps the template's initial θ (the paper's mistakes: touch force threshold 1 N
 'selfalign' re-fits θ to the teacher's rankings (mistake rate 0.1) every ``--update-every`` env
 steps. Sweeps (issue 11, beyond the paper) scale the task's key parameter's initial value:
 'paper' (× 1), 'x0.1', 'x10' (clipped to its range); 'above' (touch only) starts the force
-threshold at 40 N, above every contact force a touch produces in the simulator.
+threshold at 40 N, above every contact force a touch produces in the simulator; 'above-flat'
+(touch only) also starts the approach term at its flattest (reach_sharpness 1 /m), so that
+approaching alone pays little for the last centimetres and a touch pays only through the
+touch term the threshold blocks.
 
 Each cell is merged into ``benchmarks/results/paper_table.json`` as soon as it ends
 (``--skip-done`` resumes an interrupted table; a cell cut short leaves its partial curve in
@@ -40,10 +43,14 @@ RESULTS = Path(__file__).resolve().parent / 'results'
 RESULTS_JSON = RESULTS / 'paper_table.json'
 TASKS = ('touch', 'grasp_lift', 'push')
 CONDITIONS = ('fixed', 'selfalign')
-SWEEPS = {'paper': 1.0, 'x0.1': 0.1, 'x10': 10.0, 'above': math.nan}
+SWEEPS = {'paper': 1.0, 'x0.1': 0.1, 'x10': 10.0, 'above': math.nan, 'above-flat': math.nan}
+#: Set-ups that are not a scale of the key parameter: sweep -> task -> initial-θ override.
 #: 'above': an initial threshold above the contact forces a touch produces in the sim (17-27 N
 #: measured with scripted touches, docs/tasks.md), so the fixed reward's touch term never fires.
-ABOVE = {'touch': {'force_threshold': 40.0}}
+#: 'above-flat': that, with the approach term at its flattest (1 - tanh(1 /m · d) gains 0.01
+#: from 1 cm to touching), so reaching alone hardly pays for the touch.
+SETUPS = {'above': {'touch': {'force_threshold': 40.0}},
+          'above-flat': {'touch': {'force_threshold': 40.0, 'reach_sharpness': 1.0}}}
 BUDGETS = {'touch': 30_000, 'grasp_lift': 40_000, 'push': 100_000}
 #: The parameter each task's sweep scales, and the θ entries the table shows.
 KEY_PARAM = {'touch': 'force_threshold', 'grasp_lift': 'grip_force', 'push': 'w_push'}
@@ -57,10 +64,10 @@ def sweep_theta(task: str, sweep: str) -> dict[str, float]:
     """The initial-θ override of a sweep: the key parameter × factor, clipped to its range."""
     if sweep == 'paper':
         return {}
-    if sweep == 'above':
-        if task not in ABOVE:
-            raise ValueError(f"sweep 'above' is defined for {sorted(ABOVE)} only")
-        return dict(ABOVE[task])
+    if sweep in SETUPS:
+        if task not in SETUPS[sweep]:
+            raise ValueError(f'sweep {sweep!r} is defined for {sorted(SETUPS[sweep])} only')
+        return dict(SETUPS[sweep][task])
     from selfalign_reward.template import load_reference_template
     spec = load_reference_template(task).spec(KEY_PARAM[task])
     return {spec.name: float(min(max(spec.init * SWEEPS[sweep], spec.lower), spec.upper))}
@@ -255,7 +262,7 @@ def main() -> None:
         # seed-major order: every task's first seed finishes before any task's second
         jobs = [(t, s, c, w, args.steps or BUDGETS[t], overrides)
                 for s in seeds for t in tasks for w in sweeps for c in conds
-                if w != 'above' or t in ABOVE]
+                if w not in SETUPS or t in SETUPS[w]]
         if args.skip_done:
             done = {_key(r) for r in load()}
             jobs = [j for j in jobs if (j[0], j[2], j[3], j[1]) not in done]

@@ -27,3 +27,21 @@ def test_summary_means_use_the_seeds_both_conditions_have():
     assert cols[3:7] == ['10.5k', '10.5k', '100 %', '100 %'], cols
     alone = paper_table.report([_row('fixed', 0, None, 0.0), _row('fixed', 1, 5000, 1.0)])
     assert any(ln.startswith('| touch | paper | 0, 1 | 5.0k (1/2 seeds) | n/a |') for ln in alone)
+
+
+def test_sweep_set_ups_are_within_the_template_ranges_and_task_specific():
+    import pytest
+
+    from selfalign_reward.template import load_reference_template
+
+    spec = {s.name: s for s in load_reference_template('touch').params}
+    for sweep in paper_table.SETUPS:
+        theta = paper_table.sweep_theta('touch', sweep)
+        assert theta['force_threshold'] == 40.0  # above every touch force measured (17-27 N)
+        for name, value in theta.items():
+            assert spec[name].lower <= value <= spec[name].upper, (sweep, name)
+    assert paper_table.sweep_theta('touch', 'above-flat')['reach_sharpness'] == \
+        spec['reach_sharpness'].lower
+    assert paper_table.sweep_theta('touch', 'x10') == {'force_threshold': 10.0}
+    with pytest.raises(ValueError, match='above-flat'):
+        paper_table.sweep_theta('push', 'above-flat')
