@@ -22,6 +22,20 @@ def test_shipped_configs_resolve_for_every_task_and_backend():
             assert config['llm_node']['transcript_path'] == '/tmp/r/transcript.jsonl'
 
 
+def test_shipped_configs_train_as_the_paper_table_measured():
+    """`make train` and the launch files use the learner and outer-loop settings whose results
+    are in benchmarks/results/paper_table.json (experiment.ExperimentConfig's defaults): with the
+    paper's 10k-step cadence a 100k push run would get 10 updates, not the ~50 measured."""
+    from selfalign_bringup.experiment import ExperimentConfig
+    exp = ExperimentConfig()
+    for task in wiring.TASK_CONFIGS:
+        config = wiring.resolve(Args(task=task, llm='scripted', seed=0, run_dir='/tmp/r'))
+        align = config['alignment_node']
+        for name in ('reward_update_every_steps', 'num_ranked', 'mh_samples', 'mh_burn_in',
+                     'beta', 'agreement_threshold', 'success_threshold'):
+            assert align[name] == getattr(exp, name), (task, name)
+
+
 def test_launch_arguments_override_files_and_reach_nodes():
     args = Args(task='touch', llm='openai', model='my-model', base_url='http://127.0.0.1:9/v1',
                 obs='pixels')
