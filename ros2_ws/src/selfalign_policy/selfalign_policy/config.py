@@ -137,6 +137,12 @@ class TrainerConfig:
     """Show a tqdm progress bar."""
     metrics_every_updates: int = 1
     """Return update metrics every this many updates (others skip the host copy)."""
+    overlap_updates: bool = True
+    """With envs that step asynchronously (``step_async``/``step_wait``: a driver over ROS),
+    run the gradient updates a step made due while the next command is out, instead of
+    before choosing it: the driver steps while the learner computes. The updates and the
+    replay they sample are the same; the action of the next step comes from the policy one
+    update earlier (benchmarks/run_speed.py, docs/performance.md). No effect on plain envs."""
 
     def __post_init__(self) -> None:
         _check(self, 'total_env_steps', self.total_env_steps >= 0, 'must be >= 0')

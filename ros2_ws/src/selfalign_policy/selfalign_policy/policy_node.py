@@ -29,6 +29,8 @@ Parameters:
     state_timeout_s (double, 2.0): a robot silent this long mid-episode aborts the episode (it
         stopped or restarted); training resumes with a reset once a driver serves again.
     stats_every_updates (int, 100): publish update metrics every this many updates.
+    overlap_updates (bool, true): run the updates a step made due while the next command is
+        out, so the driver steps while the learner computes (false: before choosing it).
     episode_subscriber_wait_s (double, 10.0): before training, wait up to this long for a
         subscriber of selfalign/episode (monitor, alignment), so none misses the first episodes.
     key_frames (int, 0): attach K camera frames, spread over the episode, to every Episode
@@ -173,6 +175,9 @@ def _specs() -> list[tuple[str, Any, ParameterDescriptor]]:
                                        'silent this long mid-episode, s', 0.05, 600.0)),
         ('stats_every_updates', 100, _desc('publish update metrics every N updates', 1,
                                            10**6, True)),
+        ('overlap_updates', True, _desc('run the gradient updates a step made due while the '
+                                        'next command is out (the driver steps meanwhile); '
+                                        'false: before choosing it')),
         ('episode_subscriber_wait_s', 10.0, _desc(
             'before training, wait this long for a subscriber of the episode topic (the '
             'monitor, alignment), so none misses the first episodes', 0.0, 600.0)),
@@ -363,7 +368,8 @@ class RobotPolicyNode(Node):
                             'eval_episodes': p['eval_episodes'],
                             'checkpoint_every_steps': p['checkpoint_every_steps'],
                             'run_dir': p['run_dir'], 'progress': False,
-                            'metrics_every_updates': p['stats_every_updates']}})
+                            'metrics_every_updates': p['stats_every_updates'],
+                            'overlap_updates': p['overlap_updates']}})
         except ConfigError as exc:
             raise ValueError(f'bad policy_node parameter: {exc}') from None
 

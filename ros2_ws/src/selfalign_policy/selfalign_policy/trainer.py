@@ -17,6 +17,8 @@ Workers: ``env`` may be a list of N envs (N arms, simulated or real). Each round
 episode on every worker at once: one batched forward pass picks the N actions, an env with
 ``step_async(action)`` / ``step_wait()`` (the robot-contract env) gets all N commands before
 any state is awaited, so N drivers step in parallel; others are stepped one after the other.
+With such envs the updates a step makes due run while the next commands are out
+(``TrainerConfig.overlap_updates``): driver and learner work at the same time.
 Every env step counts, and updates interleave as with one env (``update_every_steps`` env steps
 per update), so the update-to-data ratio does not depend on N. With N > 1 a worker's
 transitions reach the replay when its episode ends (as in the reference DrQ-v2, which stores
@@ -154,6 +156,9 @@ class Trainer:
         #: envs that take a command (step_async) and hand its state over later (step_wait)
         self._split = [callable(getattr(e, 'step_async', None))
                        and callable(getattr(e, 'step_wait', None)) for e in self.envs]
+        #: run the updates a step made due while the next commands are out (every env split)
+        self._overlap = cfg.trainer.overlap_updates and all(self._split)
+        self._due = 0  # updates due but not yet run (overlap only; none across _play calls)
         self.cfg = cfg
         self.task = task
         self.callbacks = callbacks or Callbacks()
@@ -254,6 +259,8 @@ class Trainer:
             for r, action in zip(playing, actions):
                 if self._split[r.worker]:
                     self.envs[r.worker].step_async(action)
+            if self._due:  # the last step's updates, while the drivers step
+                self._run_updates()
             still: list[_Playing] = []
             for r, action in zip(playing, actions):
                 env = self.envs[r.worker]
@@ -280,7 +287,9 @@ class Trainer:
                     else:
                         self.replay.add(action, r.feats[-1], obs, terminated, truncated)
                     self.env_step += 1
-                    self._maybe_update()
+                    self._due += self._updates_due()
+                    if not self._overlap:
+                        self._run_updates()
                 if terminated or truncated or (stop is not None and stop()):
                     if not evaluation and staged:
                         self._flush(r)
@@ -288,6 +297,8 @@ class Trainer:
                 else:
                     still.append(r)
             playing = still
+        if self._due:
+            self._run_updates()
         return finished, aborted
 
     def _aborted(self, index: int, evaluation: bool, aborted: list[int]) -> None:
@@ -334,13 +345,17 @@ class Trainer:
             return bool(episode_success(self.task, unpack(features)))
         return False
 
-    def _maybe_update(self) -> None:
+    def _updates_due(self) -> int:
+        """Gradient updates the env step just counted makes due (0 or updates_per_step)."""
         a = self.cfg.agent
         if self.env_step < a.num_expl_steps or self.env_step % a.update_every_steps:
-            return
-        if len(self.replay) < a.batch_size:
-            return
-        for _ in range(a.updates_per_step):
+            return 0
+        return a.updates_per_step if len(self.replay) >= a.batch_size else 0
+
+    def _run_updates(self) -> None:
+        """Run the due updates (each samples the replay as it is now)."""
+        due, self._due = self._due, 0
+        for _ in range(due):
             want = (self.update_count % self.cfg.trainer.metrics_every_updates) == 0
             metrics = self.agent.update(self.replay.sample(), self.env_step, with_metrics=want)
             self.update_count += 1

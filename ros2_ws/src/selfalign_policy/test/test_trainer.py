@@ -213,6 +213,36 @@ def test_workers_play_one_episode_each_per_round_into_one_replay_and_one_learner
         np.testing.assert_array_equal(rp._features[slots], ep.features)
 
 
+@pytest.mark.parametrize('overlap', [True, False])
+def test_the_learner_updates_while_a_driver_steps(overlap):
+    """With a split env (a driver over ROS) the updates a step made due run between the next
+    command and its state, so driver and learner work at once; as many as with a plain env."""
+    log: list = []
+    env = _Split(gym.make('SelfAlign/Touch-v0'), 'w0', log)
+    plain = gym.make('SelfAlign/Touch-v0')
+    try:
+        cfg = DrQV2Config.from_dict({**CFG, 'trainer': {**CFG['trainer'],
+                                                        'overlap_updates': overlap}})
+        tr = Trainer(env, cfg, oracle, task='touch')
+        counts: list[int] = []
+        env.step_wait = (lambda wait=env.step_wait: (counts.append(tr.update_count), wait())[1])
+        env.step_async = (lambda a, send=env.step_async: (counts.append(tr.update_count),
+                                                          send(a))[1])
+        tr.train(300)
+        one = Trainer(plain, cfg, oracle, task='touch')
+        one.train(300)
+    finally:
+        env.close()
+        plain.close()
+    assert tr.update_count == one.update_count > 100
+    sends, waits = counts[0::2], counts[1::2]
+    during = sum(w > s for s, w in zip(sends, waits))
+    if overlap:  # every step after the first update's has one in flight
+        assert during >= tr.update_count - 5
+    else:
+        assert during == 0
+
+
 class _AbortWorker(gym.Wrapper):
     """Aborts its first episode at step ``at``."""
 
