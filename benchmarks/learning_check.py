@@ -181,6 +181,28 @@ def plot(rows: list[dict[str, Any]], task_names: list[str]) -> None:
         plt.close(fig)
 
 
+def add_learner_args(ap: argparse.ArgumentParser) -> None:
+    """The learner and evaluation options of a cell (``learner_settings`` reads them)."""
+    ap.add_argument('--eval-every', type=int, default=2500)
+    ap.add_argument('--eval-episodes', type=int, default=10)
+    ap.add_argument('--hidden', type=int, default=256)
+    ap.add_argument('--lr', type=float, default=3e-4)
+    ap.add_argument('--std-steps', type=int, default=30_000)
+    ap.add_argument('--update-every', type=int, default=1)
+    ap.add_argument('--updates-per-step', type=int, default=1,
+                    help='gradient updates each time one is due (update-to-data ratio)')
+
+
+def learner_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``run_cell``'s settings from the options of ``add_learner_args``."""
+    settings = {'hidden': args.hidden, 'lr': args.lr, 'std_steps': args.std_steps,
+                'update_every': args.update_every, 'eval_every': args.eval_every,
+                'eval_episodes': args.eval_episodes}
+    if args.updates_per_step != 1:
+        settings['updates_per_step'] = args.updates_per_step
+    return settings
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--tasks', default=','.join(TASKS))
@@ -192,14 +214,7 @@ def main() -> None:
     ap.add_argument('--skip-done', action='store_true',
                     help='skip cells already in the results file')
     ap.add_argument('--report-only', action='store_true')
-    ap.add_argument('--eval-every', type=int, default=2500)
-    ap.add_argument('--eval-episodes', type=int, default=10)
-    ap.add_argument('--hidden', type=int, default=256)
-    ap.add_argument('--lr', type=float, default=3e-4)
-    ap.add_argument('--std-steps', type=int, default=30_000)
-    ap.add_argument('--update-every', type=int, default=1)
-    ap.add_argument('--updates-per-step', type=int, default=1,
-                    help='gradient updates each time one is due (update-to-data ratio)')
+    add_learner_args(ap)
     ap.add_argument('--stop-after', type=int, default=2,
                     help='stop a cell after this many consecutive evaluations >= 90 %% (0: never)')
     args = ap.parse_args()
@@ -207,11 +222,7 @@ def main() -> None:
     for t in task_names:
         if t not in TASKS:
             ap.error(f'--tasks: unknown task {t!r}; choose from {TASKS}')
-    settings = {'hidden': args.hidden, 'lr': args.lr, 'std_steps': args.std_steps,
-                'update_every': args.update_every, 'eval_every': args.eval_every,
-                'eval_episodes': args.eval_episodes}
-    if args.updates_per_step != 1:
-        settings['updates_per_step'] = args.updates_per_step
+    settings = learner_settings(args)
     if not args.report_only:
         done = {(r['task'], r['seed']) for r in load() if r['reward'] == 'oracle'}
         jobs = [(t, s, args.steps or BUDGETS[t], settings, args.stop_after)

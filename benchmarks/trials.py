@@ -42,7 +42,8 @@ def _json_arg(name: str, text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f'{name}: not JSON ({exc}); e.g. {name} \'{{"nstep": 5}}\'') from None
+        example = '{"nstep": 5}' if name == '--agent' else '{"goal_max_angle_deg": 90}'
+        raise SystemExit(f"{name}: not JSON ({exc}); e.g. {name} '{example}'") from None
     if not isinstance(value, dict):
         raise SystemExit(f'{name}: expected a JSON object of config fields, got {text!r}')
     return value
@@ -58,17 +59,10 @@ def main() -> None:
     ap.add_argument('--steps', type=int, default=0, help='budget (default: the issue-11 one)')
     ap.add_argument('--stop-after', type=int, default=0,
                     help='stop after this many consecutive evaluations at >= 90 %% (0: never)')
-    ap.add_argument('--eval-every', type=int, default=2500)
-    ap.add_argument('--eval-episodes', type=int, default=10)
-    ap.add_argument('--hidden', type=int, default=256)
-    ap.add_argument('--lr', type=float, default=3e-4)
-    ap.add_argument('--std-steps', type=int, default=30_000)
-    ap.add_argument('--update-every', type=int, default=1)
+    lc.add_learner_args(ap)
     a = ap.parse_args()
-    settings = {'hidden': a.hidden, 'lr': a.lr, 'std_steps': a.std_steps,
-                'update_every': a.update_every, 'eval_every': a.eval_every,
-                'eval_episodes': a.eval_episodes,
-                'agent': _json_arg('--agent', a.agent), 'sim': _json_arg('--sim', a.sim)}
+    settings = {**lc.learner_settings(a), 'agent': _json_arg('--agent', a.agent),
+                'sim': _json_arg('--sim', a.sim)}
     budget = a.steps or lc.BUDGETS[a.task]
     record = lc.run_cell(a.task, a.seed, budget, settings, a.stop_after)
     record['change'] = a.change
