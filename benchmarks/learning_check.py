@@ -112,15 +112,25 @@ def load() -> list[dict[str, Any]]:
     return json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
 
 
+def merge_row(path: Path, record: dict[str, Any], fields: tuple[str, ...],
+              order: Any = None) -> None:
+    """Merge ``record`` into the JSON list at ``path``, replacing the row with the same
+    ``fields``; rows sorted by ``order`` if given; written atomically."""
+    key = tuple(record[f] for f in fields)
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in rows if tuple(r[f] for f in fields) != key] + [record]
+    if order is not None:
+        rows.sort(key=order)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(rows, indent=1) + '\n')
+    tmp.replace(path)
+
+
 def save(record: dict[str, Any]) -> None:
     """Merge one cell into the results file (replacing the same task/seed/reward)."""
-    key = (record['task'], record['seed'], record['reward'])
-    rows = [r for r in load() if (r['task'], r['seed'], r['reward']) != key] + [record]
-    rows.sort(key=lambda r: (TASKS.index(r['task']), r['reward'], r['seed']))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS_JSON.with_suffix('.tmp')
-    tmp.write_text(json.dumps(rows, indent=1) + '\n')
-    tmp.replace(RESULTS_JSON)
+    merge_row(RESULTS_JSON, record, ('task', 'seed', 'reward'),
+              lambda r: (TASKS.index(r['task']), r['reward'], r['seed']))
 
 
 def report(rows: list[dict[str, Any]], task_names: list[str]) -> list[str]:

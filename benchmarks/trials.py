@@ -29,13 +29,7 @@ def trials_path(task: str) -> Path:
 
 def save(record: dict[str, Any]) -> None:
     """Merge one trial into ``<task>_trials.json`` (replacing the same task/seed/change)."""
-    path = trials_path(record['task'])
-    rows = json.loads(path.read_text()) if path.exists() else []
-    key = (record['task'], record['seed'], record['change'])
-    rows = [r for r in rows if (r['task'], r['seed'], r['change']) != key] + [record]
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(json.dumps(rows, indent=1) + '\n')
-    tmp.replace(path)
+    lc.merge_row(trials_path(record['task']), record, ('task', 'seed', 'change'))
 
 
 def _json_arg(name: str, text: str) -> dict[str, Any]:
