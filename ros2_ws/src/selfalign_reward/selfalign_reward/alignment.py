@@ -22,11 +22,12 @@ All randomness comes from the ``np.random.Generator`` passed in. Pure numpy + sc
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 import math
 
 import numpy as np
-from scipy.stats import kendalltau
+from scipy.stats import binomtest, kendalltau
 
 from selfalign_reward.evaluate import PreparedBatch, RewardFunction, RewardRuntimeError, Theta
 
@@ -92,6 +93,33 @@ def pair_agreement(returns: np.ndarray, win: np.ndarray, lose: np.ndarray) -> fl
         return 0.0
     r = np.asarray(returns, dtype=np.float64)
     return float(np.sign(r[win] - r[lose]).mean())
+
+
+@dataclass(frozen=True)
+class PairChange:
+    """How a new θ orders given preference pairs compared with the current θ."""
+
+    worse: int
+    """pairs the new θ orders worse (right -> tied or reversed, tied -> reversed)"""
+    better: int
+    """pairs it orders better"""
+    p_worse: float
+    """one-sided sign-test p-value that it orders pairs worse more often than better: the
+    binomial tail P(X >= worse), X ~ Bin(worse + better, 1/2); 1 when nothing changed"""
+
+
+def pair_change(returns_before: np.ndarray, returns_after: np.ndarray, win: np.ndarray,
+                lose: np.ndarray) -> PairChange:
+    """Pairs ordered worse and better under ``returns_after`` than ``returns_before``, with
+    the sign test of 'worse' (pairs that change are the only evidence; unchanged ones say
+    nothing about which θ is better)."""
+    before = np.asarray(returns_before, dtype=np.float64)
+    after = np.asarray(returns_after, dtype=np.float64)
+    d = np.sign(after[win] - after[lose]) - np.sign(before[win] - before[lose])
+    worse, better = int((d < 0).sum()), int((d > 0).sum())
+    p = 1.0 if worse == 0 else float(binomtest(worse, worse + better, 0.5,
+                                               alternative='greater').pvalue)
+    return PairChange(worse, better, p)
 
 
 def log_likelihood(returns: np.ndarray, win: np.ndarray, lose: np.ndarray,
@@ -303,7 +331,8 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
                         prior_center: Theta | None = None,
                         rng: np.random.Generator | None = None, chains: int = 16,
                         groups: np.ndarray | None = None,
-                        pairs: tuple[np.ndarray, np.ndarray] | None = None) -> MHResult:
+                        pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                        fixed: Collection[str] = ()) -> MHResult:
     """Sample the posterior over θ and return its MAP, mean, spread and rank agreement.
 
     ``theta0`` is the chain's start (default: the template's initial values); ``prior_center``
@@ -318,22 +347,32 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
 
     ``groups`` and ``pairs`` fit several rankings at once (see ``AlignmentProblem``); the
     result's Kendall τ is then the agreement over the fit pairs.
+
+    ``fixed`` names parameters held at their start value: the chain moves only the others
+    (``outer_loop.refit_theta`` holds the values a failure analysis set).
     """
     if num_samples < 1 or burn_in < 0:
         raise ValueError('num_samples must be >= 1 and burn_in >= 0')
+    unknown = set(fixed) - set(fn.param_names)
+    if unknown:
+        raise ValueError(f'fixed names unknown parameters {sorted(unknown)}; the template has '
+                         f'{list(fn.param_names)}')
     rng = np.random.default_rng() if rng is None else rng
     start = fn.theta_array(theta0)
     center = start if prior_center is None else fn.theta_array(prior_center)
     prob = AlignmentProblem(fn, episodes, ranks, center, beta, prior_width, groups, pairs)
     tr = prob.transform
+    held = np.array([n in fixed for n in fn.param_names])
+    step_std = np.where(held, 0.0, prob.prior_std)
     u = tr.to_u(start)
     lp, ll = prob.log_posterior_u(u)
     ll_before = prob.log_likelihood(start) if math.isfinite(ll) else -math.inf
     if chains > 1:
         probe = tr.to_theta(np.stack([u, u + 0.5 * prob.prior_std, u - 0.5 * prob.prior_std]))
         if fn.broadcasts_over_theta(prob.batch, probe):
-            return _multi_chain(prob, u, lp, ll_before, start, num_samples, burn_in, init_step,
-                                target_accept, chains, rng)
+            return _held_exactly(_multi_chain(prob, u, lp, ll_before, start, num_samples,
+                                              burn_in, init_step, target_accept, chains, rng,
+                                              step_std), held)
     best_u, best_lp = u.copy(), lp
     log_step = math.log(init_step)
     p = len(u)
@@ -341,7 +380,7 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
     post = np.empty(num_samples)
     accepted = 0
     total = burn_in + num_samples
-    noise = rng.standard_normal((total, p)) * prob.prior_std
+    noise = rng.standard_normal((total, p)) * step_std
     log_unif = np.log(rng.random(total))
     for it in range(total):
         prop = u + math.exp(log_step) * noise[it]
@@ -365,19 +404,30 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
             post[k] = lp
     theta_samples = tr.to_theta(samples)
     theta_map = tr.to_theta(best_u)
-    return MHResult(
+    return _held_exactly(MHResult(
         param_names=fn.param_names, theta_start=start, theta_map=theta_map,
         theta_mean=theta_samples.mean(axis=0), theta_std=theta_samples.std(axis=0),
         acceptance_rate=accepted / num_samples, step_size=math.exp(log_step),
         samples=theta_samples, log_posterior=post,
         log_likelihood_before=ll_before, log_likelihood_after=prob.log_likelihood(theta_map),
         kendall_tau_before=prob.tau(start), kendall_tau_after=prob.tau(theta_map),
-        num_pairs=len(prob.win))
+        num_pairs=len(prob.win)), held)
+
+
+def _held_exactly(res: MHResult, held: np.ndarray) -> MHResult:
+    """Held parameters exactly at their start (the u round trip is off by an ulp)."""
+    if held.any():
+        res.theta_map[held] = res.theta_start[held]
+        res.samples[:, held] = res.theta_start[held]
+        res.theta_mean[held] = res.theta_start[held]
+        res.theta_std[held] = 0.0
+    return res
 
 
 def _multi_chain(prob: AlignmentProblem, u0: np.ndarray, lp0: float, ll_before: float,
                  start: np.ndarray, num_samples: int, burn_in: int, init_step: float,
-                 target_accept: float, chains: int, rng: np.random.Generator) -> MHResult:
+                 target_accept: float, chains: int, rng: np.random.Generator,
+                 step_std: np.ndarray) -> MHResult:
     """``metropolis_hastings`` with C chains advanced together (see its docstring)."""
     c, p = chains, len(u0)
     # The shared step size needs enough adaptation iterations, however many chains share it.
@@ -389,7 +439,7 @@ def _multi_chain(prob: AlignmentProblem, u0: np.ndarray, lp0: float, ll_before: 
     samples = np.empty((keep, c, p))
     post = np.empty((keep, c))
     accepted = 0
-    noise = rng.standard_normal((burn + keep, c, p)) * prob.prior_std
+    noise = rng.standard_normal((burn + keep, c, p)) * step_std
     log_unif = np.log(rng.random((burn + keep, c)))
     for it in range(burn + keep):
         prop = us + math.exp(log_step) * noise[it]

@@ -25,6 +25,8 @@ Parameters:
   seed (int): seed of the MH random generator.
   heldout_fraction (float): share of each ranking's pairs held out; an update is applied only
       when it orders the held-out pairs of all kept rankings better (outer_loop.refit_theta).
+  analysis_gate_p (float): a failure-analysis update is held back only when it orders the
+      held-out pairs worse at this one-sided sign-test level.
   max_rankings (int): LLM rankings kept and fitted together (oldest dropped).
   run_dir (str): the schedule is kept in <run_dir>/alignment_state.json and the rankings in
       <run_dir>/alignment_preferences.npz ('' = nowhere).
@@ -111,7 +113,11 @@ class AlignmentNode(Node):
                 self, 'heldout_fraction', 0.25,
                 "share of each ranking's preference pairs held out of the fit", 0.01, 0.99),
             max_rankings=_int_param(self, 'max_rankings', 32,
-                                    'LLM rankings kept and fitted together', 1, 10_000))
+                                    'LLM rankings kept and fitted together', 1, 10_000),
+            analysis_gate_p=_float_param(
+                self, 'analysis_gate_p', 0.05,
+                'sign-test level at which a failure-analysis update that orders held-out '
+                'pairs worse is held back', 0.0, 1.0))
         cfg = OuterLoopConfig(**{**cfg.__dict__,
                                  'candidate_window': max(cfg.candidate_window, cfg.num_ranked)})
         self.mh_samples = _int_param(self, 'mh_samples', 10_000, 'MH samples kept after burn-in',

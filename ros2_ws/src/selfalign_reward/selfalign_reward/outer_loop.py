@@ -15,7 +15,9 @@
 * ``PreferenceMemory`` keeps every ranking so far (the ranked episodes' features and ranks, as
   PEBBLE/B-Pref keep their labels) with a fixed share of each ranking's pairs held out;
 * ``refit_theta`` fits θ to all kept pairs but the held-out ones and applies the fit only when
-  the agreement on the held-out pairs improves (a failure-analysis start: does not get worse).
+  the agreement on the held-out pairs improves. A failure analysis is evidence the rankings do
+  not carry: the values it proposes are held while MH fits the rest, and the update is held
+  back only when it orders the held-out pairs significantly worse (sign test).
   Fitting one ranking of 8 episodes at a time let θ wander wherever that ranking did not
   constrain it, and each move re-scored the whole replay (docs/method.md).
 """
@@ -36,6 +38,8 @@ from selfalign_reward.alignment import (
     metropolis_hastings,
     MHResult,
     pair_agreement,
+    pair_change,
+    PairChange,
     ParamTransform,
     preference_pairs,
     rank_agreement,
@@ -67,10 +71,16 @@ class OuterLoopConfig:
     ranking has two or more pairs); an update is applied only if it orders them better"""
     max_rankings: int = 32
     """rankings the preference memory keeps (the oldest are dropped beyond this)"""
+    analysis_gate_p: float = 0.05
+    """a failure-analysis update is held back only when it orders the held-out pairs worse
+    at this one-sided sign-test level (``alignment.pair_change``); the analysis is evidence the
+    rankings do not carry, so agreement that is merely not better does not veto it"""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError(f'heldout_fraction must be in (0, 1), got {self.heldout_fraction}')
+        if not 0.0 <= self.analysis_gate_p <= 1.0:
+            raise ValueError(f'analysis_gate_p must be in [0, 1], got {self.analysis_gate_p}')
         if self.max_rankings < 1:
             raise ValueError(f'max_rankings must be >= 1, got {self.max_rankings}')
         if self.reward_update_every_steps < 1:
@@ -302,6 +312,10 @@ class Refit:
     """Agreement (τ-a) of the current θ with the held-out pairs of every kept ranking."""
     heldout_after: float = math.nan
     """The same for the MAP θ."""
+    heldout_change: PairChange | None = None
+    """Held-out pairs the MAP orders worse / better than the current θ, with the sign test."""
+    held: tuple[str, ...] = ()
+    """Parameters MH held at the failure analysis's proposal."""
     num_fit_pairs: int = 0
     num_heldout_pairs: int = 0
     num_rankings: int = 0
@@ -313,8 +327,13 @@ class Refit:
     def decision(self) -> str:
         """One line: applied or kept, with the held-out agreement that decided it."""
         verb = 'applied' if self.applied else 'kept the current θ'
-        return (f'{verb}: held-out agreement {self.heldout_before:.2f} -> '
+        line = (f'{verb}: held-out agreement {self.heldout_before:.2f} -> '
                 f'{self.heldout_after:.2f} on {self.num_heldout_pairs} pairs')
+        if self.proposal_used and self.heldout_change is not None:
+            c = self.heldout_change
+            line += (f' (failure analysis held {", ".join(self.held)}; {c.worse} pairs worse, '
+                     f'{c.better} better, sign-test p {c.p_worse:.2f})')
+        return line
 
 
 def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, float],
@@ -328,10 +347,13 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     when ``loop`` says so (a proposal inside the ranges becomes the MH start and the prior's
     centre); Metropolis–Hastings over the fit pairs of every kept ranking, prior
     centred on the LLM's belief (``loop.prior_center``: the template's initial θ until a
-    failure analysis is applied — not the current θ, so each ranking counts once); then the
-    held-out test: ``Refit.theta`` is the MAP only when it orders the held-out pairs better than
-    the current θ (as well, for a failure-analysis start), else the current θ. The caller
-    applies ``Refit.theta``. ``analyze`` may raise; the error propagates.
+    failure analysis is applied — not the current θ, so each ranking counts once); the values
+    a failure analysis proposed are held there while MH fits the other parameters (the rankings
+    already agree with the reward, so they cannot be what moves them); then the held-out test:
+    ``Refit.theta`` is the MAP only when it orders the held-out pairs better than the current θ
+    (a failure-analysis update: unless it orders them worse at the sign-test level
+    ``analysis_gate_p``), else the current θ. The caller applies ``Refit.theta``. ``analyze``
+    may raise; the error propagates.
     """
     ranks = np.asarray(ranks, dtype=np.int64).reshape(-1)
     loop.memory.add(stack_features(episodes), ranks, rng, env_step)
@@ -340,7 +362,7 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     newest = slice(len(all_ranks) - len(ranks), len(all_ranks))
     r_before = fn.episode_returns(prepared, theta)
     tau_before = rank_agreement(r_before[newest], ranks)
-    start, analysis, used, rejected = dict(theta), '', False, ''
+    start, analysis, used, rejected, held_names = dict(theta), '', False, '', ()
     asked = loop.needs_failure_analysis(tau_before, success_rate)
     if asked:
         reply = analyze(tau_before)
@@ -354,6 +376,7 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
                 rejected = why
             else:
                 start, used = proposed, True
+                held_names = tuple(n for n in fn.param_names if n in set(names))
     names = set(fn.param_names)
     center = loop.prior_center if loop.prior_center and set(loop.prior_center) == names \
         else fn.theta_dict(None)
@@ -363,12 +386,16 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     result = metropolis_hastings(fn, prepared, all_ranks, start, num_samples=mh_samples,
                                  burn_in=mh_burn_in, beta=beta, prior_width=prior_width,
                                  prior_center=center, rng=rng, groups=groups,
-                                 pairs=fit)
+                                 pairs=fit, fixed=held_names)
     mh_s = time.perf_counter() - t0
     proposal = result.as_dict('map')
     r_after = fn.episode_returns(prepared, proposal)
     held_before, held_after = pair_agreement(r_before, *held), pair_agreement(r_after, *held)
-    applied = held_after > held_before or (used and held_after >= held_before)
+    change = pair_change(r_before, r_after, *held)
+    if used:
+        applied = change.p_worse >= loop.cfg.analysis_gate_p
+    else:
+        applied = held_after > held_before
     if applied and used:
         loop.prior_center = dict(start)
     tr = ParamTransform(fn)
@@ -377,5 +404,6 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
                  theta=proposal if applied else dict(theta), applied=bool(applied),
                  tau_after=rank_agreement(r_after[newest], ranks),
                  heldout_before=held_before, heldout_after=held_after,
+                 heldout_change=change, held=held_names,
                  num_fit_pairs=len(fit[0]), num_heldout_pairs=len(held[0]),
                  num_rankings=len(loop.memory), theta_move=float(np.sqrt(np.mean(move ** 2))))

@@ -170,6 +170,23 @@ def test_prior_center_and_start_are_separate():
         metropolis_hastings(fn, x, np.zeros(6, int), num_samples=0)
 
 
+
+@pytest.mark.parametrize('chains', [1, 16])
+def test_fixed_parameters_stay_at_their_start_and_the_rest_is_sampled(chains):
+    rng = np.random.default_rng(4)
+    fn = RewardFunction(load_reference_template('touch'))
+    x = stack_features(random_episodes('touch', 6, rng, steps=20))
+    start = {'w_reach': 1.0, 'reach_sharpness': 10.0, 'w_touch': 4.0, 'force_threshold': 0.3}
+    res = metropolis_hastings(fn, x, np.arange(6), theta0=start, num_samples=400, burn_in=100,
+                              rng=np.random.default_rng(0), chains=chains,
+                              fixed=('w_touch', 'force_threshold'))
+    i, j = fn.param_names.index('w_touch'), fn.param_names.index('force_threshold')
+    assert np.all(res.samples[:, i] == 4.0) and np.all(res.samples[:, j] == 0.3)
+    assert res.as_dict('map')['w_touch'] == 4.0 and res.theta_std[i] == 0.0
+    assert res.theta_std[fn.param_names.index('w_reach')] > 0  # the others are sampled
+    with pytest.raises(ValueError, match="unknown parameters \\['w_tuch'\\]"):
+        metropolis_hastings(fn, x, np.arange(6), fixed=('w_tuch',))
+
 def test_grouped_likelihood_is_the_sum_of_per_ranking_likelihoods():
     """Several rankings fit together: z-scored per ranking, pairs only within a ranking."""
     rng = np.random.default_rng(3)

@@ -233,3 +233,63 @@ def test_applied_failure_analysis_moves_the_prior_centre_and_survives_a_resume()
     again = OuterLoop(OuterLoopConfig(num_ranked=5))
     again.load_state_dict(loop.state_dict())
     assert again.prior_center == loop.prior_center
+
+
+
+def touch_late_or_hover():
+    """Four episodes that press (20 N) from steps 60/70/80/90 and four that hover 1-5 cm from
+    the block from step 5; ``THETA0_RANKS``: their order under the initial touch reward."""
+    press = [synthetic_episode('touch', closest_m=0.0, force_n=20.0, reach_step=r,
+                               episode_index=i) for i, r in enumerate((60, 70, 80, 90))]
+    hover = [synthetic_episode('touch', closest_m=g, reach_step=5, episode_index=4 + i)
+             for i, g in enumerate((0.01, 0.02, 0.03, 0.05))]
+    return press + hover
+
+
+#: returns under the initial θ: 133 106 78 50 | 86 77 68 51
+THETA0_RANKS = np.array([0, 1, 3, 7, 2, 4, 5, 6])
+
+
+def analysis_refit(proposal, ranks, seed=0, **cfg):
+    fn = RewardFunction(load_reference_template('touch'))
+    eps = touch_late_or_hover()
+    loop = OuterLoop(OuterLoopConfig(num_ranked=len(eps), **cfg))
+    return fn, refit_theta(fn, fn.template, fn.theta_dict(None), eps, ranks, 0.0, loop,
+                           lambda tau: ('threshold too high', list(proposal),
+                                        list(proposal.values())),
+                           mh_samples=600, mh_burn_in=300, beta=0.9, prior_width=0.5,
+                           rng=np.random.default_rng(seed))
+
+
+def test_a_failure_analysis_sets_the_values_it_proposes_and_mh_fits_the_rest():
+    """touch x10, seed 1 of the paper table: the analysis said 'raise the contact bonus' (2 -> 4)
+    and the free fit moved it to 1.35 under rankings that did not see touching pay; the policy
+    then hovered (0 % through 30k). The proposal's values are now held; the rest is fitted."""
+    hover_first = np.array([4, 5, 6, 7, 0, 1, 2, 3])  # pulls the contact bonus down if free
+    fn, res = analysis_refit({'force_threshold': 1.25, 'w_touch': 4.0}, hover_first,
+                             agreement_threshold=-1.0)  # asked whatever τ (trigger tested above)
+    assert res.proposal_used and res.held == ('w_touch', 'force_threshold')
+    fit = res.result.as_dict('map')
+    assert fit['w_touch'] == 4.0 and fit['force_threshold'] == 1.25
+    assert np.all(res.result.samples[:, fn.param_names.index('w_touch')] == 4.0)
+    assert fit['w_reach'] != 1.0 or fit['reach_sharpness'] != 10.0  # the others still move
+
+
+@pytest.mark.parametrize('w_touch, worse, p, applied', [(3.0, 2, 0.25, True),
+                                                        (20.0, 5, 1 / 32, False)])
+def test_a_failure_analysis_is_held_back_only_when_significantly_worse(w_touch, worse, p,
+                                                                       applied):
+    """Rankings that agree with the reward (τ 1, success 0: the analysis is asked). Raising the
+    contact bonus to 3 reverses 2 of the 28 held-out pairs (sign test p 0.25: applied; the old
+    gate kept θ whenever held-out agreement fell at all); to 20 it reverses 5 (p 0.03: kept)."""
+    _, res = analysis_refit({'w_touch': w_touch}, THETA0_RANKS, heldout_fraction=0.99)
+    assert res.failure_analysis and res.tau_before == pytest.approx(1.0)
+    assert res.num_heldout_pairs == 28
+    c = res.heldout_change
+    assert (c.worse, c.better) == (worse, 0)
+    assert c.p_worse == pytest.approx(p)
+    assert res.applied is applied and res.heldout_after < res.heldout_before
+    assert (res.theta['w_touch'] == w_touch) is applied
+    _, never = analysis_refit({'w_touch': w_touch}, THETA0_RANKS, heldout_fraction=0.99,
+                              analysis_gate_p=0.0)
+    assert never.applied
