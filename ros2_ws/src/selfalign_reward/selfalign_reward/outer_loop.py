@@ -316,6 +316,9 @@ class Refit:
     """Held-out pairs the MAP orders worse / better than the current θ, with the sign test."""
     held: tuple[str, ...] = ()
     """Parameters MH held at the failure analysis's proposal."""
+    fitted_rest: bool = True
+    """False when a failure analysis's values go alone: the MAP of the other parameters
+    ordered the held-out pairs no better than the analysis's θ did."""
     num_fit_pairs: int = 0
     num_heldout_pairs: int = 0
     num_rankings: int = 0
@@ -331,8 +334,9 @@ class Refit:
                 f'{self.heldout_after:.2f} on {self.num_heldout_pairs} pairs')
         if self.proposal_used and self.heldout_change is not None:
             c = self.heldout_change
-            line += (f' (failure analysis held {", ".join(self.held)}; {c.worse} pairs worse, '
-                     f'{c.better} better, sign-test p {c.p_worse:.2f})')
+            rest = 'the rest fitted' if self.fitted_rest else 'the rest unchanged'
+            line += (f' (failure analysis set {", ".join(self.held)}, {rest}; {c.worse} pairs '
+                     f'worse, {c.better} better, sign-test p {c.p_worse:.2f})')
         return line
 
 
@@ -347,13 +351,16 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     when ``loop`` says so (a proposal inside the ranges becomes the MH start and the prior's
     centre); Metropolis–Hastings over the fit pairs of every kept ranking, prior
     centred on the LLM's belief (``loop.prior_center``: the template's initial θ until a
-    failure analysis is applied — not the current θ, so each ranking counts once); the values
-    a failure analysis proposed are held there while MH fits the other parameters (the rankings
-    already agree with the reward, so they cannot be what moves them); then the held-out test:
-    ``Refit.theta`` is the MAP only when it orders the held-out pairs better than the current θ
-    (a failure-analysis update: unless it orders them worse at the sign-test level
-    ``analysis_gate_p``), else the current θ. The caller applies ``Refit.theta``. ``analyze``
-    may raise; the error propagates.
+    failure analysis is applied — not the current θ, so each ranking counts once); then the
+    held-out test: ``Refit.theta`` is the MAP only when it orders the held-out pairs better than
+    the current θ, else the current θ.
+
+    A failure analysis is evidence the rankings do not carry (they already agree with the
+    reward): its values are held while MH fits the other parameters, that fit is kept only if
+    it orders the held-out pairs better than the analysis's θ alone, and the update is held
+    back only when it orders them worse than the current θ at the sign-test level
+    ``analysis_gate_p``; the prior centre moves by the proposed values only. The caller applies
+    ``Refit.theta``. ``analyze`` may raise; the error propagates.
     """
     ranks = np.asarray(ranks, dtype=np.int64).reshape(-1)
     loop.memory.add(stack_features(episodes), ranks, rng, env_step)
@@ -380,8 +387,8 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     names = set(fn.param_names)
     center = loop.prior_center if loop.prior_center and set(loop.prior_center) == names \
         else fn.theta_dict(None)
-    if used:
-        center = start
+    if used:  # the LLM's belief changes by what it proposed, not by the values fitted since
+        center = {**center, **{n: start[n] for n in held_names}}
     t0 = time.perf_counter()
     result = metropolis_hastings(fn, prepared, all_ranks, start, num_samples=mh_samples,
                                  burn_in=mh_burn_in, beta=beta, prior_width=prior_width,
@@ -390,6 +397,13 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     mh_s = time.perf_counter() - t0
     proposal = result.as_dict('map')
     r_after = fn.episode_returns(prepared, proposal)
+    fitted_rest = not used
+    if used:  # the fit of the parameters it did not name must earn its place against the
+        # analysis's own θ (the ordinary gate); else the analysis's values go alone
+        r_start = fn.episode_returns(prepared, start)
+        fitted_rest = pair_agreement(r_after, *held) > pair_agreement(r_start, *held)
+        if not fitted_rest:
+            proposal, r_after = dict(start), r_start
     held_before, held_after = pair_agreement(r_before, *held), pair_agreement(r_after, *held)
     change = pair_change(r_before, r_after, *held)
     if used:
@@ -397,13 +411,13 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     else:
         applied = held_after > held_before
     if applied and used:
-        loop.prior_center = dict(start)
+        loop.prior_center = center
     tr = ParamTransform(fn)
     move = (tr.to_u(fn.theta_array(proposal)) - tr.to_u(fn.theta_array(theta))) / tr.width
     return Refit(float(tau_before), start, asked, analysis, used, rejected, result, mh_s,
                  theta=proposal if applied else dict(theta), applied=bool(applied),
                  tau_after=rank_agreement(r_after[newest], ranks),
                  heldout_before=held_before, heldout_after=held_after,
-                 heldout_change=change, held=held_names,
+                 heldout_change=change, held=held_names, fitted_rest=fitted_rest,
                  num_fit_pairs=len(fit[0]), num_heldout_pairs=len(held[0]),
                  num_rankings=len(loop.memory), theta_move=float(np.sqrt(np.mean(move ** 2))))

@@ -293,3 +293,36 @@ def test_a_failure_analysis_is_held_back_only_when_significantly_worse(w_touch, 
     _, never = analysis_refit({'w_touch': w_touch}, THETA0_RANKS, heldout_fraction=0.99,
                               analysis_gate_p=0.0)
     assert never.applied
+
+
+@pytest.mark.parametrize('ranks, fitted', [(THETA0_RANKS, False),
+                                           (np.array([4, 5, 6, 7, 0, 1, 2, 3]), True)])
+def test_the_fit_of_the_other_parameters_must_beat_the_analysis_alone(ranks, fitted):
+    """The MAP of the parameters the analysis did not name goes along only when it orders the
+    held-out pairs better than the analysis's θ does; otherwise the analysis's values go alone
+    (touch ×10 seed 1: the free fit raised w_reach 1 -> 3.6 at no gain in agreement, and that
+    θ alone, fixed from the start, stayed at 0 % success through 19k steps)."""
+    proposal = {'force_threshold': 1.25, 'w_touch': 4.0}
+    fn, res = analysis_refit(proposal, ranks, agreement_threshold=-1.0)
+    alone = {**fn.theta_dict(None), **proposal}
+    assert res.applied and res.fitted_rest is fitted
+    assert res.result.as_dict('map')['w_reach'] > 2.0  # what the free fit wanted either way
+    if fitted:
+        assert res.theta == res.result.as_dict('map') and 'the rest fitted' in res.decision
+    else:
+        assert res.theta == alone and 'the rest unchanged' in res.decision
+
+
+def test_an_applied_analysis_moves_the_prior_centre_by_its_own_values_only():
+    """The prior is the LLM's belief: values fitted to rankings since must not enter it (they
+    did, and each analysis ratcheted w_reach further: 1 -> 3.6 -> 9.8 on touch ×10 seed 1)."""
+    fn = RewardFunction(load_reference_template('touch'))
+    loop = OuterLoop(OuterLoopConfig(num_ranked=8, heldout_fraction=0.99,
+                                     agreement_threshold=-1.0))
+    fitted_before = {**fn.theta_dict(None), 'w_reach': 3.6, 'reach_sharpness': 5.5}
+    res = refit_theta(fn, fn.template, fitted_before, touch_late_or_hover(), THETA0_RANKS, 0.0,
+                      loop, lambda tau: ('raise the bonus', ['w_touch'], [4.0]),
+                      mh_samples=300, mh_burn_in=100, beta=0.9, prior_width=0.5,
+                      rng=np.random.default_rng(0))
+    assert res.failure_analysis and res.applied
+    assert loop.prior_center == {**fn.theta_dict(None), 'w_touch': 4.0}
