@@ -98,7 +98,7 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
         'update_log': [{k: u[k] for k in ('env_step', 'status', 'theta_before', 'theta_after',
                                           'kendall_tau_before', 'kendall_tau_after',
                                           'heldout_before', 'heldout_after', 'theta_move',
-                                          'success_before', 'success_after')}
+                                          'success_before', 'success_after', 'decision')}
                        for u in res['updates']],
         'wall_s': round(res['wall_s'], 1), 'settings': overrides, 'commit': commit()}
 

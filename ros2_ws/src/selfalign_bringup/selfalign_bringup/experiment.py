@@ -181,6 +181,8 @@ class AlignmentUpdate:
     """The same for the fitted θ (applied only when higher)."""
     num_heldout_pairs: int = 0
     num_rankings: int = 0
+    decision: str = ''
+    """``outer_loop.Refit.decision``: applied or kept, with the held-out pairs that decided."""
     theta_move: float = 0.0
     """RMS move of the fitted θ in MH space as a fraction of each range (outer_loop.Refit)."""
     success_before: float = math.nan
@@ -300,6 +302,7 @@ def alignment_update(client: Any, task: str, store: RewardStore, fn: RewardFunct
         upd.heldout_before, upd.heldout_after = refit.heldout_before, refit.heldout_after
         upd.num_heldout_pairs, upd.num_rankings = refit.num_heldout_pairs, refit.num_rankings
         upd.theta_move = refit.theta_move
+        upd.decision = refit.decision
         if not refit.applied:
             upd.status = f'kept: {refit.decision}'
             upd.kendall_tau_after = float(refit.tau_before)

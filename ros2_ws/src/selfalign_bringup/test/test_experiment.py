@@ -86,7 +86,9 @@ def test_failure_analysis_when_reward_agrees_but_task_fails():
     assert upd.failure_analysis and upd.status == 'failure_analysis', upd
     assert upd.kendall_tau_before >= 0.7 and upd.success_rate == 0.0
     assert 'threshold' in upd.analysis
-    assert upd.theta_after['force_threshold'] < 0.5  # started from 1 N / 8
+    assert upd.theta_after['force_threshold'] == 0.125  # 1 N / 8, held by MH
+    assert upd.theta_after['w_touch'] == 4.0  # the contact bonus doubled, held too
+    assert 'failure analysis set w_touch, force_threshold' in upd.decision
     assert store.state.theta == upd.theta_after and store.state.version == 1
     assert client.usage()['by_role'] == {'analyze_failure': 1, 'rank': 1}
 

@@ -332,12 +332,14 @@ class Refit:
         verb = 'applied' if self.applied else 'kept the current θ'
         line = (f'{verb}: held-out agreement {self.heldout_before:.2f} -> '
                 f'{self.heldout_after:.2f} on {self.num_heldout_pairs} pairs')
-        if self.proposal_used and self.heldout_change is not None:
-            c = self.heldout_change
+        c = self.heldout_change
+        if c is None:
+            return line
+        if self.proposal_used:
             rest = 'the rest fitted' if self.fitted_rest else 'the rest unchanged'
-            line += (f' (failure analysis set {", ".join(self.held)}, {rest}; {c.worse} pairs '
-                     f'worse, {c.better} better, sign-test p {c.p_worse:.2f})')
-        return line
+            return line + (f' (failure analysis set {", ".join(self.held)}, {rest}; {c.worse} '
+                           f'pairs worse, {c.better} better, sign-test p {c.p_worse:.2f})')
+        return line + f' ({c.worse} pairs worse, {c.better} better)'
 
 
 def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, float],

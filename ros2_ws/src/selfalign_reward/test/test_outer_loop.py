@@ -169,6 +169,8 @@ def test_refit_keeps_every_ranking_and_holds_pairs_out():
     first = refit(loop, fn, theta, eps := push_episodes(rng), progress_ranks(eps))
     # The initial push weight (2.0) prefers hovering; the ranking prefers pushing: applied.
     assert first.applied and first.heldout_after > first.heldout_before
+    c = first.heldout_change
+    assert c.better > c.worse and f'({c.worse} pairs worse, {c.better} better)' in first.decision
     assert first.theta['w_push'] > 5.0 and first.theta_move > 0
     assert first.num_rankings == 1 and first.num_heldout_pairs >= 1
     pairs_one = first.num_fit_pairs + first.num_heldout_pairs
