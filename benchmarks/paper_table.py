@@ -78,6 +78,7 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
     from selfalign_bringup.experiment import run_experiment
 
     RUNS.mkdir(parents=True, exist_ok=True)
+    rev = commit()  # the code this run imports: at its start, not at its end (hours later)
     snap = RUNS / f'{task}-{condition}-{sweep}-s{seed}.json'
     res = run_experiment(task, seed, condition, steps, snapshot_path=str(snap),
                          initial_theta=sweep_theta(task, sweep), **overrides).to_dict()
@@ -100,7 +101,7 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
                                           'heldout_before', 'heldout_after', 'theta_move',
                                           'success_before', 'success_after', 'decision')}
                        for u in res['updates']],
-        'wall_s': round(res['wall_s'], 1), 'settings': overrides, 'commit': commit()}
+        'wall_s': round(res['wall_s'], 1), 'settings': overrides, 'commit': rev}
 
 
 def load() -> list[dict[str, Any]]:
