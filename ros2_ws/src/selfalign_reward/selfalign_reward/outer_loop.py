@@ -311,9 +311,9 @@ class Refit:
     heldout_before: float = math.nan
     """Agreement (τ-a) of the current θ with the held-out pairs of every kept ranking."""
     heldout_after: float = math.nan
-    """The same for the MAP θ."""
+    """The same for the candidate θ: the MAP, or a failure analysis's θ alone."""
     heldout_change: PairChange | None = None
-    """Held-out pairs the MAP orders worse / better than the current θ, with the sign test."""
+    """Held-out pairs the candidate orders worse / better than the current θ (sign test)."""
     held: tuple[str, ...] = ()
     """Parameters MH held at the failure analysis's proposal."""
     fitted_rest: bool = True
