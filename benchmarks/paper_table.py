@@ -224,6 +224,9 @@ def main() -> None:
     ap.add_argument('--update-every', type=int, default=2000,
                     help='reward_update_every_steps of the self-alignment runs')
     ap.add_argument('--num-ranked', type=int, default=8)
+    ap.add_argument('--update-gate-p', type=float, default=1.0,
+                    help='sign-test level an ordinary re-fit must reach on the held-out pairs '
+                    '(OuterLoopConfig.update_gate_p; 1: better agreement alone)')
     ap.add_argument('--mh-samples', type=int, default=2000)
     ap.add_argument('--mistake-rate', type=float, default=0.1)
     ap.add_argument('--eval-every', type=int, default=1000)
@@ -252,7 +255,8 @@ def main() -> None:
             sys.exit(f'{what}: unknown {bad}; choose from {list(valid)}')
     if not args.report_only:
         overrides = {'reward_update_every_steps': args.update_every,
-                     'num_ranked': args.num_ranked, 'mh_samples': args.mh_samples,
+                     'num_ranked': args.num_ranked, 'update_gate_p': args.update_gate_p,
+                     'mh_samples': args.mh_samples,
                      'teacher_mistake_rate': args.mistake_rate,
                      'eval_every_steps': args.eval_every, 'eval_episodes': args.eval_episodes,
                      'stop_after_success': args.stop_after, 'hidden_dim': args.hidden,

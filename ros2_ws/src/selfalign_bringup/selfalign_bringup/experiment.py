@@ -81,6 +81,9 @@ class ExperimentConfig:
     """Success rate at/below which an agreeing reward triggers failure analysis."""
     success_window: int = 20
     """Recent (evaluation) episodes the outer loop's success rate is computed over."""
+    update_gate_p: float = 1.0
+    """Sign-test level an ordinary re-fit must reach on the held-out pairs it orders
+    differently (``OuterLoopConfig.update_gate_p``; 1: better agreement alone)."""
     # ---- learner ----
     hidden_dim: int = 256
     """DrQ-v2 actor/critic hidden width."""
@@ -140,7 +143,7 @@ class ExperimentConfig:
             reward_update_every_steps=self.reward_update_every_steps,
             num_ranked=self.num_ranked, success_window=self.success_window,
             agreement_threshold=self.agreement_threshold,
-            success_threshold=self.success_threshold,
+            success_threshold=self.success_threshold, update_gate_p=self.update_gate_p,
             buffer_size=max(200, self.num_ranked), candidate_window=max(64, self.num_ranked))
 
 

@@ -106,6 +106,8 @@ class PairChange:
     p_worse: float
     """one-sided sign-test p-value that it orders pairs worse more often than better: the
     binomial tail P(X >= worse), X ~ Bin(worse + better, 1/2); 1 when nothing changed"""
+    p_better: float = 1.0
+    """the same test the other way: P(X >= better); 1 when nothing changed"""
 
 
 def pair_change(returns_before: np.ndarray, returns_after: np.ndarray, win: np.ndarray,
@@ -117,9 +119,10 @@ def pair_change(returns_before: np.ndarray, returns_after: np.ndarray, win: np.n
     after = np.asarray(returns_after, dtype=np.float64)
     d = np.sign(after[win] - after[lose]) - np.sign(before[win] - before[lose])
     worse, better = int((d < 0).sum()), int((d > 0).sum())
-    p = 1.0 if worse == 0 else float(binomtest(worse, worse + better, 0.5,
-                                               alternative='greater').pvalue)
-    return PairChange(worse, better, p)
+    def tail(k: int) -> float:
+        return 1.0 if k == 0 else float(binomtest(k, worse + better, 0.5,
+                                                  alternative='greater').pvalue)
+    return PairChange(worse, better, tail(worse), tail(better))
 
 
 def log_likelihood(returns: np.ndarray, win: np.ndarray, lose: np.ndarray,

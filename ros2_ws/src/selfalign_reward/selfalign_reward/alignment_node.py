@@ -27,6 +27,8 @@ Parameters:
       when it orders the held-out pairs of all kept rankings better (outer_loop.refit_theta).
   analysis_gate_p (float): a failure-analysis update is held back only when it orders the
       held-out pairs worse at this one-sided sign-test level.
+  update_gate_p (float): an ordinary re-fit must also order more of the held-out pairs it
+      changes better than worse at this one-sided sign-test level (1: better agreement alone).
   max_rankings (int): LLM rankings kept and fitted together (oldest dropped).
   run_dir (str): the schedule is kept in <run_dir>/alignment_state.json and the rankings in
       <run_dir>/alignment_preferences.npz ('' = nowhere).
@@ -117,7 +119,11 @@ class AlignmentNode(Node):
             analysis_gate_p=_float_param(
                 self, 'analysis_gate_p', 0.05,
                 'sign-test level at which a failure-analysis update that orders held-out '
-                'pairs worse is held back', 0.0, 1.0))
+                'pairs worse is held back', 0.0, 1.0),
+            update_gate_p=_float_param(
+                self, 'update_gate_p', 1.0,
+                'sign-test level an ordinary re-fit must reach on the held-out pairs it orders '
+                'differently (1: better agreement alone)', 0.0, 1.0))
         cfg = OuterLoopConfig(**{**cfg.__dict__,
                                  'candidate_window': max(cfg.candidate_window, cfg.num_ranked)})
         self.mh_samples = _int_param(self, 'mh_samples', 10_000, 'MH samples kept after burn-in',

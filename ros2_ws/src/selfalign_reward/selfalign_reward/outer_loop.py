@@ -75,12 +75,17 @@ class OuterLoopConfig:
     """a failure-analysis update is held back only when it orders the held-out pairs worse
     at this one-sided sign-test level (``alignment.pair_change``); the analysis is evidence the
     rankings do not carry, so agreement that is merely not better does not veto it"""
+    update_gate_p: float = 1.0
+    """an ordinary re-fit (no failure analysis) is applied only when it orders the held-out
+    pairs better than the current θ and, of the pairs it orders differently, more better than
+    worse at this one-sided sign-test level (1: better agreement alone is enough)"""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError(f'heldout_fraction must be in (0, 1), got {self.heldout_fraction}')
-        if not 0.0 <= self.analysis_gate_p <= 1.0:
-            raise ValueError(f'analysis_gate_p must be in [0, 1], got {self.analysis_gate_p}')
+        for name in ('analysis_gate_p', 'update_gate_p'):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
         if self.max_rankings < 1:
             raise ValueError(f'max_rankings must be >= 1, got {self.max_rankings}')
         if self.reward_update_every_steps < 1:
@@ -339,7 +344,8 @@ class Refit:
             rest = 'the rest fitted' if self.fitted_rest else 'the rest unchanged'
             return line + (f' (failure analysis set {", ".join(self.held)}, {rest}; {c.worse} '
                            f'pairs worse, {c.better} better, sign-test p {c.p_worse:.2f})')
-        return line + f' ({c.worse} pairs worse, {c.better} better)'
+        return line + (f' ({c.worse} pairs worse, {c.better} better, sign-test p '
+                       f'{c.p_better:.2f})')
 
 
 def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, float],
@@ -411,7 +417,7 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     if used:
         applied = change.p_worse >= loop.cfg.analysis_gate_p
     else:
-        applied = held_after > held_before
+        applied = held_after > held_before and change.p_better <= loop.cfg.update_gate_p
     if applied and used:
         loop.prior_center = center
     tr = ParamTransform(fn)

@@ -170,7 +170,7 @@ def test_refit_keeps_every_ranking_and_holds_pairs_out():
     # The initial push weight (2.0) prefers hovering; the ranking prefers pushing: applied.
     assert first.applied and first.heldout_after > first.heldout_before
     c = first.heldout_change
-    assert c.better > c.worse and f'({c.worse} pairs worse, {c.better} better)' in first.decision
+    assert c.better > c.worse and f'({c.worse} pairs worse, {c.better} better, ' in first.decision
     assert first.theta['w_push'] > 5.0 and first.theta_move > 0
     assert first.num_rankings == 1 and first.num_heldout_pairs >= 1
     pairs_one = first.num_fit_pairs + first.num_heldout_pairs
@@ -194,6 +194,26 @@ def test_refit_keeps_theta_when_held_out_agreement_does_not_improve():
     assert res.heldout_before == 1.0
     assert not res.applied and res.theta == theta
     assert 'kept' in res.decision
+
+
+def test_an_ordinary_refit_can_be_required_to_win_a_sign_test():
+    """With ``update_gate_p`` 0.05 a re-fit that orders 2 of 6 held-out pairs better and none
+    worse (p 0.25) waits; the next ranking's 5 better, 0 worse (p 0.03) passes. With the
+    default (1) better agreement alone applies the first."""
+    fn = RewardFunction(load_reference_template('push'))
+    for gate, applied in ((1.0, [True]), (0.05, [False, True])):
+        rng = np.random.default_rng(0)
+        loop = OuterLoop(OuterLoopConfig(num_ranked=8, update_gate_p=gate))
+        theta = fn.theta_dict(None)
+        for k, want in enumerate(applied):
+            res = refit(loop, fn, theta, eps := push_episodes(rng), progress_ranks(eps), seed=k)
+            c = res.heldout_change
+            assert res.heldout_after > res.heldout_before and c.worse == 0
+            assert res.applied is want, res.decision
+            assert (c.p_better <= 0.05) is (gate < 1.0 and want)
+            assert f'sign-test p {c.p_better:.2f}' in res.decision
+            theta = res.theta
+    assert (c.better, c.p_better) == (5, pytest.approx(1 / 32))
 
 
 def test_preference_memory_bounded_and_saved(tmp_path):
