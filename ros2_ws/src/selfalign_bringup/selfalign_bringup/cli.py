@@ -295,13 +295,22 @@ def launch(ns: argparse.Namespace) -> int:
 
 
 def train(ns: argparse.Namespace) -> int:
-    """Every node in this process on one MultiThreadedExecutor (spun on a background thread)."""
+    """Every node in this process: the bridges each on their own thread (their lockstep wait
+    set, as in their own process), the others on one MultiThreadedExecutor (spun on a
+    background thread)."""
     run, config, steps = prepare(ns)
     _ros_environment()
     params = wiring.params_file(config, run.path / 'params.yaml')
     import rclpy
 
-    from selfalign_core.executors import MultiThreadedExecutor, signals_deferred, spin_quietly
+    from selfalign_bringup.pybullet_bridge import PyBulletBridge, spin_bridge
+    from selfalign_core.executors import (
+        MultiThreadedExecutor,
+        signals_deferred,
+        SingleThreadedExecutor,
+        spin_quietly,
+    )
+    from selfalign_core.polled import SharedSimClock
 
     print(f'selfalign: training {config["/**"]["task"]} for {steps} env steps; '
           f'run directory {run.path}', file=sys.stderr, flush=True)
@@ -310,7 +319,9 @@ def train(ns: argparse.Namespace) -> int:
     rclpy.init(args=['--ros-args', '--params-file', str(params), *remap_ns])
     nodes: dict[str, Any] = {}
     executor = MultiThreadedExecutor(num_threads=3)
-    progress = None
+    bridges_stop = threading.Event()
+    bridge_threads: list[threading.Thread] = []
+    progress = sim_clock = None
     try:
         plans = wiring.plan(wiring.Args(task=config['/**']['task'], namespace=namespace), config)
         for plan in sorted(plans, key=lambda p: list(NODE_CLASSES).index(p.name)):
@@ -318,8 +329,20 @@ def train(ns: argparse.Namespace) -> int:
             nodes[key] = _node_class(plan.name)(**_instance_options(plan, namespace))
         nodes['_progress'] = rclpy.create_node('selfalign_train_progress')
         progress = Progress(nodes['_progress'], steps, run.last_env_step(), not ns.no_progress)
-        for node in nodes.values():
-            executor.add_node(node)
+        # one /clock subscription for every node, off the shared executor
+        sim_clock = SharedSimClock(nodes['_progress'], list(nodes.values()))
+        for key, node in nodes.items():
+            if not isinstance(node, PyBulletBridge):
+                executor.add_node(node)
+                continue
+            # per-step commands off the shared executor, whose every wake-up rebuilds its
+            # wait set over all nodes' entities (docs/performance.md)
+            own = SingleThreadedExecutor()
+            own.add_node(node)
+            bridge_threads.append(threading.Thread(target=spin_bridge, name=key, daemon=True,
+                                                   args=(node, own, bridges_stop)))
+        for thread in bridge_threads:
+            thread.start()
         threading.Thread(target=spin_quietly, args=(executor,), daemon=True).start()
         while rclpy.ok() and not progress.done.wait(timeout=0.2):
             pass
@@ -335,6 +358,11 @@ def train(ns: argparse.Namespace) -> int:
                 if hasattr(node, 'close'):
                     node.close()
             executor.shutdown(timeout_sec=5)
+            bridges_stop.set()
+            for thread in bridge_threads:
+                thread.join(timeout=5)
+            if sim_clock is not None:
+                sim_clock.close()
             for node in nodes.values():
                 node.destroy_node()
             rclpy.try_shutdown()

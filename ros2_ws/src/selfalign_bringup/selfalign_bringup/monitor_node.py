@@ -15,6 +15,8 @@ Parameters:
   record_camera (bool, false): also record /camera/image_raw (large).
   trail_length (int, 200): end-effector trail points shown.
   plot_every_episodes (int, 50): redraw plots after this many episodes.
+  plot_min_interval_s (float, 30.0): plots are redrawn at most this often (a redraw costs ~1 s
+    of CPU that a short run would otherwise spend every few hundred steps); always at the end.
   videos_per_eval (int, 1): evaluation episodes per evaluation round rendered to
     <run_dir>/videos/eval-<env_step>-<i>.mp4 (selfalign_bringup.video); 0 = none. From the
     camera when the driver sent frames stamped within the episode (Episode.start_stamp,
@@ -29,7 +31,13 @@ Subscribes:
   directory and videos_per_eval > 0; when recording, also /joint_states,
   /ee_wrench, /servo_node/delta_twist_cmds, /gripper_controller/commands.
 Publishes:
-  /selfalign/markers (visualization_msgs/MarkerArray): block, goal, EE trail, status text.
+  /selfalign/markers (visualization_msgs/MarkerArray): block, goal, EE trail, status text;
+  10 Hz of wall time (steady clock), whatever the sim's speed.
+
+The per-step topics (poses for the markers, everything recorded) are not executor callbacks:
+the marker timer takes the poses that arrived since its last tick and a recorder thread takes
+the recorded messages (``selfalign_core.polled``), so a step costs this node no executor
+wake-up (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ import time
 
 from geometry_msgs.msg import Point, PoseStamped
 import numpy as np
-import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -52,6 +61,7 @@ from selfalign_bringup.video import write_camera_video, write_episode_video
 from selfalign_core import contract_msgs as cm
 from selfalign_core import names as N
 from selfalign_core.executors import run_node
+from selfalign_core.polled import PolledSubscription, PollGroup
 from selfalign_core.qos import LATCHED
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_policy.frame_buffer import FrameBuffer
@@ -103,6 +113,8 @@ class MonitorNode(Node):
         record_camera = self.declare_parameter('record_camera', False).value
         self._trail = deque(maxlen=int(self.declare_parameter('trail_length', 200).value))
         self._plot_every = int(self.declare_parameter('plot_every_episodes', 50).value)
+        self._plot_min_interval_s = float(
+            self.declare_parameter('plot_min_interval_s', 30.0).value)
         self._videos_per_eval = int(self.declare_parameter('videos_per_eval', 1).value)
         video_topic = self.declare_parameter('video_topic', 'camera/video/image_raw').value
         video_mb = int(self.declare_parameter('video_buffer_mb', 200).value)
@@ -120,12 +132,15 @@ class MonitorNode(Node):
         self._recent_success: deque[bool] = deque(maxlen=20)
 
         self._pub = self.create_publisher(MarkerArray, N.MARKERS, 10)
-        best_effort = rclpy.qos.qos_profile_sensor_data
-        self.create_subscription(PoseStamped, N.EE_POSE, self._on_ee, best_effort)
-        self.create_subscription(PoseStamped, N.OBJECT_POSE,
-                                 lambda m: setattr(self, '_block', m), best_effort)
-        self.create_subscription(PoseStamped, N.GOAL_POSE,
-                                 lambda m: setattr(self, '_goal', m), LATCHED)
+        # the marker timer takes what arrived since its last tick (every pose for the trail)
+        trail_qos = QoSProfile(history=qos_profile_sensor_data.history,
+                               depth=self._trail.maxlen or 1,
+                               reliability=qos_profile_sensor_data.reliability,
+                               durability=qos_profile_sensor_data.durability)
+        self._ee_sub = PolledSubscription(self, PoseStamped, N.EE_POSE, trail_qos)
+        self._block_sub = PolledSubscription(self, PoseStamped, N.OBJECT_POSE,
+                                             qos_profile_sensor_data)
+        self._goal_sub = PolledSubscription(self, PoseStamped, N.GOAL_POSE, LATCHED)
         self.create_subscription(RewardSpec, N.REWARD_SPEC, self._on_spec, LATCHED)
         self.create_subscription(Episode, N.EPISODE, self._on_episode, 50)
         self.create_subscription(AlignmentReport, N.ALIGNMENT_REPORT,
@@ -140,6 +155,7 @@ class MonitorNode(Node):
         self._spec_version = next((r.get('version') for r in reversed(rows)
                                    if r.get('kind') == 'reward_spec'), None)
         self._recorder = None
+        self._recorded: list[tuple[str, PolledSubscription]] = []
         if self._run is not None and record:
             self._recover_recordings()
             topics = dict(RECORDED_TOPICS)
@@ -150,27 +166,47 @@ class MonitorNode(Node):
                 full = self.resolve_topic_name(topic)  # the recording names the real topic
                 self._recorder.add_topic(full, type_name)
                 qos = LATCHED if topic == N.REWARD_SPEC else 50
-                self.create_subscription(_type_of(type_name), topic,
-                                         self._recorder_callback(full), qos, raw=True)
-        self.create_timer(0.1, self._publish_markers)
+                self._recorded.append((full, PolledSubscription(self, _type_of(type_name),
+                                                                topic, qos, raw=True)))
+        self.create_timer(0.1, self._publish_markers,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         # Plotting takes ~1 s of matplotlib: never in a callback. Requests coalesce.
         self._plot_request = threading.Event()
         self._closing = threading.Event()
         self._plotter = threading.Thread(target=self._plot_loop, daemon=True)
         self._plotter.start()
+        self._record_lock = threading.Lock()
+        self._record_thread = None
+        if self._recorded:
+            self._record_thread = threading.Thread(target=self._record_loop, daemon=True)
+            self._record_thread.start()
         self.get_logger().info(
             f'monitor: run_dir={run_dir or "(none)"} record={bool(self._recorder)}')
 
     # --- callbacks: convert and hand over; no heavy work except plotting on rare events ---
-    def _recorder_callback(self, topic):
-        def on_raw(data: bytes):
-            now = self.get_clock().now().nanoseconds
-            self._recorder.write(topic, data, now)
-        return on_raw
+    def _record_loop(self):
+        group = PollGroup(self, [sub for _, sub in self._recorded])
+        while not self._closing.is_set():
+            self._record_waiting()
+            group.wait(0.2)
 
-    def _on_ee(self, msg: PoseStamped):
-        p = msg.pose.position
-        self._trail.append(Point(x=p.x, y=p.y, z=p.z))
+    def _record_waiting(self):
+        """Write every recorded message waiting, in the order they arrived."""
+        with self._record_lock:
+            taken = []
+            for topic, sub in self._recorded:
+                while (got := sub.take_with_info()) is not None:
+                    taken.append((got[1].get('received_timestamp', 0), topic, got[0]))
+            now = self.get_clock().now().nanoseconds
+            for _, topic, data in sorted(taken, key=lambda t: t[0]):
+                self._recorder.write(topic, data, now)
+
+    def _take_poses(self):
+        for msg in self._ee_sub.take_all():
+            p = msg.pose.position
+            self._trail.append(Point(x=p.x, y=p.y, z=p.z))
+        self._block = self._block_sub.take_latest() or self._block
+        self._goal = self._goal_sub.take_latest() or self._goal
 
     def _on_spec(self, msg: RewardSpec):
         self._spec = msg
@@ -260,14 +296,19 @@ class MonitorNode(Node):
 
     def _plot_loop(self):
         last_flush = time.monotonic()
+        last_plot = -float('inf')
         while not self._closing.is_set():
             requested = self._plot_request.wait(timeout=0.5)
             if self._recorder is not None and time.monotonic() - last_flush >= FLUSH_EVERY_S:
                 self._recorder.flush()  # a SIGKILL then loses at most this long
                 last_flush = time.monotonic()
             self._render_videos()
+            if requested and time.monotonic() - last_plot < self._plot_min_interval_s:
+                self._closing.wait(0.5)  # the request stays set until the plot is due
+                continue
             if requested:
                 self._plot_request.clear()
+                last_plot = time.monotonic()
                 try:
                     plot_run(self._run)
                 except Exception as exc:  # noqa: BLE001 - a plot must never stop a run
@@ -295,6 +336,7 @@ class MonitorNode(Node):
                 self.get_logger().warning(f'video {job.name} failed: {exc}')
 
     def _publish_markers(self):
+        self._take_poses()
         stamp = self.get_clock().now().to_msg()
         markers = MarkerArray()
 
@@ -347,12 +389,21 @@ class MonitorNode(Node):
         """Flush the recording and redraw the plots (called on shutdown)."""
         self._closing.set()
         self._plotter.join(timeout=10)
+        if self._record_thread is not None:
+            self._record_thread.join(timeout=10)
         if self._run is not None:
             self._render_videos(final=True)
         if self._recorder is not None:
+            self._record_waiting()
             self._recorder.close()
         if self._run is not None:
             plot_run(self._run)
+
+    def destroy_node(self):
+        for sub in [self._ee_sub, self._block_sub, self._goal_sub,
+                    *(sub for _, sub in self._recorded)]:
+            sub.destroy()
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -62,6 +62,7 @@ Publishes:
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -407,7 +408,8 @@ class PyBulletBridge(Node):
         super().destroy_node()
 
 
-def spin_lockstep(node: PyBulletBridge, executor: SingleThreadedExecutor) -> None:
+def spin_lockstep(node: PyBulletBridge, executor: SingleThreadedExecutor,
+                  stop: threading.Event | None = None) -> None:
     """Lockstep hot path: one rcl wait set over the two command subscriptions and the services.
 
     Commands run their callbacks directly (gripper first), skipping the executor, which rebuilds
@@ -418,7 +420,7 @@ def spin_lockstep(node: PyBulletBridge, executor: SingleThreadedExecutor) -> Non
     subs = node.command_subscriptions
     services = list(node.services)
     ws = _rclpy.WaitSet(len(subs), 0, 0, 0, len(services), 0, ctx.handle)
-    while ctx.ok():
+    while ctx.ok() and not (stop is not None and stop.is_set()):
         ws.clear_entities()
         for sub, _ in subs:
             ws.add_subscription(sub.handle)
@@ -430,6 +432,17 @@ def spin_lockstep(node: PyBulletBridge, executor: SingleThreadedExecutor) -> Non
                 callback(taken[0])
         for _ in ws.get_ready_entities('service'):
             executor.spin_once(timeout_sec=0.0)
+
+
+def spin_bridge(node: PyBulletBridge, executor: SingleThreadedExecutor,
+                stop: threading.Event | None = None) -> None:
+    """The bridge's own spin (``main``; a thread of the embedded run): lockstep's wait set,
+    or ``executor`` (the node added) in realtime mode, until shutdown or ``stop``."""
+    if node.cfg.mode == 'lockstep':
+        spin_lockstep(node, executor, stop)
+        return
+    while executor.context.ok() and not (stop is not None and stop.is_set()):
+        executor.spin_once(timeout_sec=0.1)
 
 
 def _spin(node: PyBulletBridge, executor: SingleThreadedExecutor) -> None:

@@ -97,3 +97,36 @@ def test_a_killed_monitors_recording_is_readable_after_the_run_resumes(tmp_path)
                 if m.channel.topic == '/selfalign/episode']
     assert [m.ros_msg.episode_index for m in episodes] == [0, 1, 2, 3, 4]
     assert (run.path / 'recording-1.mcap').is_file()  # the resumed part, its own file
+
+
+@pytest.mark.ros
+def test_per_step_topics_are_taken_off_the_executor(tmp_path):
+    """Every env step publishes the state (and records it): as executor callbacks each was a
+    wake-up of the shared executor in the embedded run, which rebuilds its wait set over all
+    nodes (docs/performance.md). The monitor and the policy take them on their own threads."""
+    import rclpy
+
+    from selfalign_bringup.monitor_node import MonitorNode
+    from selfalign_policy.policy_node import PolicyNode
+
+    per_step = {'/joint_states', '/ee_pose', '/ee_wrench', '/object_pose',
+                '/servo_node/delta_twist_cmds', '/gripper_controller/commands', '/clock'}
+    run = RunDir.create(tmp_path, 'touch')
+    rclpy.init()
+    try:
+        monitor = MonitorNode()  # markers only (no run directory)
+        recording = MonitorNode(parameter_overrides=[
+            rclpy.parameter.Parameter('run_dir', value=str(run.path))])
+        policy = PolicyNode()
+        try:
+            for node in (monitor, recording, policy):
+                callbacks = {s.topic_name for s in node.subscriptions}
+                assert not callbacks & per_step, (node.get_name(), callbacks & per_step)
+            assert {t for t, _ in recording._recorded} >= per_step - {'/clock'}
+            assert all(port._polled for port in policy.ports)
+        finally:
+            for node in (monitor, recording, policy):
+                node.close()
+                node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -92,6 +92,7 @@ from selfalign_core import tasks
 from selfalign_core.episode import EpisodeRecord
 from selfalign_core.executors import run_node
 from selfalign_core.names import under, worker_name
+from selfalign_core.polled import PolledSubscription, PollGroup
 from selfalign_core.qos import LATCHED, RELIABLE
 from selfalign_interfaces.msg import Episode, RewardSpec
 from selfalign_interfaces.srv import ResetEpisode
@@ -230,7 +231,7 @@ class ArmPort:
     ``RobotContractEnv``), its key frames."""
 
     def __init__(self, node: Node, name: str, obs: str, key_frames: int,
-                 key_frames_topic: str) -> None:
+                 key_frames_topic: str, polled: bool = False) -> None:
         self.node = node
         self.name = name
         self.sync = StateSync(('joint_states', 'ee_pose', 'object_pose')
@@ -240,13 +241,23 @@ class ArmPort:
         self.pub_grip = node.create_publisher(Float64MultiArray, under(name, C.GRIPPER_CMD),
                                               RELIABLE)
         sensor = qos_profile_sensor_data
+        #: with ``polled`` the state subscriptions are taken by the thread that waits for the
+        #: state (``StateSync.pump``), not by the executor (``selfalign_core.polled``)
+        self._polled: list[tuple[str, PolledSubscription]] = []
         for kind, msg_type, topic in (
                 ('joint_states', JointState, C.JOINT_STATES), ('ee_pose', PoseStamped, C.EE_POSE),
                 ('object_pose', PoseStamped, C.OBJECT_POSE),
                 ('ee_wrench', WrenchStamped, C.EE_WRENCH)) + (
                 (('image', Image, C.CAMERA_IMAGE),) if obs == 'pixels' else ()):
-            node.create_subscription(msg_type, under(name, topic),
-                                     lambda m, k=kind: self._on_state(k, m), sensor)
+            if polled:
+                self._polled.append((kind, PolledSubscription(node, msg_type, under(name, topic),
+                                                              sensor)))
+            else:
+                node.create_subscription(msg_type, under(name, topic),
+                                         lambda m, k=kind: self._on_state(k, m), sensor)
+        if polled:
+            self._poll_group = PollGroup(node, [sub for _, sub in self._polled])
+            self.sync.pump = self._pump
         self.key_frames: FrameBuffer | None = None
         if key_frames > 0:
             self.key_frames = FrameBuffer(KEY_FRAME_BUFFER_MB * 2**20)
@@ -257,6 +268,22 @@ class ArmPort:
     def _on_state(self, kind: str, msg: Any) -> None:
         self.sync.put(kind, msg)
         self.watchdog.put(kind, cm.stamp_ns(msg.header.stamp), time.monotonic())
+
+    def _pump(self, timeout_s: float) -> None:
+        """Take the waiting state messages; if none, wait up to ``timeout_s`` for some."""
+        for attempt in range(2):
+            took = False
+            for kind, sub in self._polled:
+                while (msg := sub.take()) is not None:
+                    self._on_state(kind, msg)
+                    took = True
+            if took or attempt or not self._poll_group.wait(timeout_s):
+                return
+
+    def destroy(self) -> None:
+        for _, sub in self._polled:
+            sub.destroy()
+        self._polled = []
 
     # Transport
     def send_command(self, velocity_mps: np.ndarray, finger_width_m: float) -> None:
@@ -285,6 +312,10 @@ class RobotPolicyNode(Node):
     the node's own names), the reward in force (from the latched spec, with the fallback to the
     previous one), episodes and stats out."""
 
+    #: state taken by the thread that waits for it, not by the executor (``ArmPort``'s
+    #: ``polled``): training waits for every step; deploy's watchdog needs callbacks
+    POLL_STATE = False
+
     def __init__(self, node_name: str, own: frozenset[str]) -> None:
         super().__init__(node_name)
         p = self._declare(COMMON | own)
@@ -300,8 +331,8 @@ class RobotPolicyNode(Node):
         self._reward_version = 0
         workers = int(p.get('workers', 1))
         arms = [''] if workers == 1 else [worker_name(i) for i in range(workers)]
-        self.ports = [ArmPort(self, arm, p['obs'], p['key_frames'], p['key_frames_topic'])
-                      for arm in arms]
+        self.ports = [ArmPort(self, arm, p['obs'], p['key_frames'], p['key_frames_topic'],
+                              polled=self.POLL_STATE) for arm in arms]
         self.port = self.ports[0]
         self._pub_episode = self.create_publisher(Episode, C.EPISODE, RELIABLE)
         self._pub_stats = self.create_publisher(String, N.POLICY_STATS, RELIABLE)
@@ -342,6 +373,11 @@ class RobotPolicyNode(Node):
         self.get_logger().info(f'replay: {capacity} transitions of {per} bytes = {mb:.0f} MiB '
                                f'(from {name})')
         return capacity
+
+    def destroy_node(self) -> None:
+        for port in self.ports:
+            port.destroy()
+        super().destroy_node()
 
     def _declare(self, names: frozenset[str]) -> dict[str, Any]:
         """Declare the parameters ``names`` of ``_specs()``; check the choices."""
@@ -481,6 +517,8 @@ class RobotPolicyNode(Node):
 
 class PolicyNode(RobotPolicyNode):
     """See the module docstring: trains DrQ-v2 on a worker thread."""
+
+    POLL_STATE = True
 
     def __init__(self) -> None:
         super().__init__('policy_node', TRAINING)

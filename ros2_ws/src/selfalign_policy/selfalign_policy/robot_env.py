@@ -60,10 +60,15 @@ class StateSync:
 
     ``put`` is called from subscription callbacks (any thread); ``wait_newer`` from the
     training thread. The ``ee_wrench`` message is optional (used only without finger efforts).
+    With ``pump`` (``pump(timeout_s)`` waits up to that long for messages and ``put``s what it
+    takes: subscriptions no executor serves, ``selfalign_core.polled``), ``wait_newer`` runs it
+    on the calling thread instead of waiting for callbacks.
     """
 
-    def __init__(self, kinds: tuple[str, ...] = STATE_KINDS) -> None:
+    def __init__(self, kinds: tuple[str, ...] = STATE_KINDS,
+                 pump: Callable[[float], None] | None = None) -> None:
         self.kinds = kinds
+        self.pump = pump
         self._msgs: dict[str, Any] = {}
         self._stamps: dict[str, int] = {}
         self._cond = threading.Condition()
@@ -91,7 +96,14 @@ class StateSync:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                self._cond.wait(left)
+                if self.pump is None:
+                    self._cond.wait(left)
+                    continue
+                self._cond.release()  # the pump puts what it takes
+                try:
+                    self.pump(left)
+                finally:
+                    self._cond.acquire()
             return dict(self._msgs)
 
 
