@@ -15,8 +15,9 @@ Parameters:
   record_camera (bool, false): also record /camera/image_raw (large).
   trail_length (int, 200): end-effector trail points shown.
   plot_every_episodes (int, 50): redraw plots after this many episodes.
-  plot_min_interval_s (float, 30.0): plots are redrawn at most this often (a redraw costs ~1 s
-    of CPU that a short run would otherwise spend every few hundred steps); always at the end.
+  plot_min_interval_s (float, 60.0): plots are redrawn at most this often (a redraw costs ~1 s
+    of CPU that a short run would otherwise spend every few hundred steps; the first no sooner
+    than FIRST_PLOT_AFTER_S after the start); always at the end.
   videos_per_eval (int, 1): evaluation episodes per evaluation round rendered to
     <run_dir>/videos/eval-<env_step>-<i>.mp4 (selfalign_bringup.video); 0 = none. From the
     camera when the driver sent frames stamped within the episode (Episode.start_stamp,
@@ -32,10 +33,10 @@ Subscribes:
   /ee_wrench, /servo_node/delta_twist_cmds, /gripper_controller/commands.
 Publishes:
   /selfalign/markers (visualization_msgs/MarkerArray): block, goal, EE trail, status text;
-  10 Hz of wall time (steady clock), whatever the sim's speed.
+  10 Hz of wall time (a thread of its own), whatever the sim's speed.
 
 The per-step topics (poses for the markers, everything recorded) are not executor callbacks:
-the marker timer takes the poses that arrived since its last tick and a recorder thread takes
+the marker thread takes the poses that arrived since its last tick and a recorder thread takes
 the recorded messages (``selfalign_core.polled``), so a step costs this node no executor
 wake-up (docs/performance.md).
 """
@@ -49,7 +50,6 @@ import time
 
 from geometry_msgs.msg import Point, PoseStamped
 import numpy as np
-from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import Image
@@ -80,6 +80,11 @@ RECORDED_TOPICS = {
 }
 
 
+#: Markers are published this often (wall time), s.
+MARKER_PERIOD_S = 0.1
+#: The first plot is drawn no earlier than this after the monitor starts, s (then at most every
+#: plot_min_interval_s).
+FIRST_PLOT_AFTER_S = 10.0
 #: The recording is flushed to complete chunks this often (what a SIGKILL can lose), s.
 FLUSH_EVERY_S = 2.0
 #: How long a video waits for the camera frames of its episode's last steps, s.
@@ -114,7 +119,7 @@ class MonitorNode(Node):
         self._trail = deque(maxlen=int(self.declare_parameter('trail_length', 200).value))
         self._plot_every = int(self.declare_parameter('plot_every_episodes', 50).value)
         self._plot_min_interval_s = float(
-            self.declare_parameter('plot_min_interval_s', 30.0).value)
+            self.declare_parameter('plot_min_interval_s', 60.0).value)
         self._videos_per_eval = int(self.declare_parameter('videos_per_eval', 1).value)
         video_topic = self.declare_parameter('video_topic', 'camera/video/image_raw').value
         video_mb = int(self.declare_parameter('video_buffer_mb', 200).value)
@@ -168,13 +173,16 @@ class MonitorNode(Node):
                 qos = LATCHED if topic == N.REWARD_SPEC else 50
                 self._recorded.append((full, PolledSubscription(self, _type_of(type_name),
                                                                 topic, qos, raw=True)))
-        self.create_timer(0.1, self._publish_markers,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         # Plotting takes ~1 s of matplotlib: never in a callback. Requests coalesce.
         self._plot_request = threading.Event()
         self._closing = threading.Event()
         self._plotter = threading.Thread(target=self._plot_loop, daemon=True)
         self._plotter.start()
+        # markers at 10 Hz of wall time on a thread of their own: a timer would wake the
+        # executor (in the embedded run, a rebuild of its wait set over every node) ten times
+        # a second for it
+        self._marker_thread = threading.Thread(target=self._marker_loop, daemon=True)
+        self._marker_thread.start()
         self._record_lock = threading.Lock()
         self._record_thread = None
         if self._recorded:
@@ -187,19 +195,31 @@ class MonitorNode(Node):
     def _record_loop(self):
         group = PollGroup(self, [sub for _, sub in self._recorded])
         while not self._closing.is_set():
-            self._record_waiting()
-            group.wait(0.2)
+            ready = set(group.ready(0.2))
+            if ready:
+                self._record_waiting(ready)
 
-    def _record_waiting(self):
-        """Write every recorded message waiting, in the order they arrived."""
+    def _record_waiting(self, only=None):
+        """Write every recorded message waiting (on the ``only`` subscriptions), in the order
+        they arrived."""
         with self._record_lock:
             taken = []
             for topic, sub in self._recorded:
+                if only is not None and sub not in only:
+                    continue
                 while (got := sub.take_with_info()) is not None:
                     taken.append((got[1].get('received_timestamp', 0), topic, got[0]))
             now = self.get_clock().now().nanoseconds
             for _, topic, data in sorted(taken, key=lambda t: t[0]):
                 self._recorder.write(topic, data, now)
+
+    def _marker_loop(self):
+        while not self._closing.wait(MARKER_PERIOD_S):
+            try:
+                self._publish_markers()
+            except Exception as exc:  # noqa: BLE001 - the context may be going down
+                if self.context.ok():
+                    self.get_logger().warning(f'markers: {exc}', throttle_duration_sec=10.0)
 
     def _take_poses(self):
         for msg in self._ee_sub.take_all():
@@ -296,7 +316,7 @@ class MonitorNode(Node):
 
     def _plot_loop(self):
         last_flush = time.monotonic()
-        last_plot = -float('inf')
+        last_plot = time.monotonic() - self._plot_min_interval_s + FIRST_PLOT_AFTER_S
         while not self._closing.is_set():
             requested = self._plot_request.wait(timeout=0.5)
             if self._recorder is not None and time.monotonic() - last_flush >= FLUSH_EVERY_S:
@@ -389,6 +409,7 @@ class MonitorNode(Node):
         """Flush the recording and redraw the plots (called on shutdown)."""
         self._closing.set()
         self._plotter.join(timeout=10)
+        self._marker_thread.join(timeout=5)
         if self._record_thread is not None:
             self._record_thread.join(timeout=10)
         if self._run is not None:

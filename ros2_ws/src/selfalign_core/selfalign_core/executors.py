@@ -46,6 +46,8 @@ from rclpy.executors import (
 )
 from rclpy.executors import MultiThreadedExecutor as _RclpyMultiThreadedExecutor
 
+from selfalign_core.polled import SharedSimClock
+
 __all__ = ['MultiThreadedExecutor', 'SingleThreadedExecutor', 'run_node', 'signals_deferred',
            'spin_quietly']
 
@@ -140,7 +142,7 @@ def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
             of its own, e.g. the bridge's lockstep wait set).
     """
     rclpy.init(args=args)
-    node = None
+    node = sim_clock = None
     try:
         try:
             node = node_factory()
@@ -151,6 +153,9 @@ def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
         executor = (SingleThreadedExecutor() if num_threads <= 1
                     else MultiThreadedExecutor(num_threads=num_threads))
         executor.add_node(node)
+        # sim time from a /clock subscription taken on its own thread: the simulator publishes
+        # /clock every step, and as a callback each one woke the executor (selfalign_core.polled)
+        sim_clock = SharedSimClock(node, [node])
         if spin is None:
             spin_quietly(executor)
         else:
@@ -159,6 +164,8 @@ def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
         pass
     finally:
         with signals_deferred():
+            if sim_clock is not None:
+                sim_clock.close()
             if node is not None:
                 close = getattr(node, 'close', None)
                 if close is not None:

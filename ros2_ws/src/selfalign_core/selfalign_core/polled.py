@@ -97,13 +97,22 @@ class PollGroup:
     def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s``; True if a message is (probably) waiting. Returns at once
         when one already is; False after the timeout or when the context is shut down."""
+        return bool(self.ready(timeout_s))
+
+    def ready(self, timeout_s: float) -> list[PolledSubscription]:
+        """The subscriptions with a message waiting, after waiting up to ``timeout_s`` for one
+        (0: a poll); [] after the timeout or when the context is shut down."""
         if not self._context.ok():
-            return False
-        self._ws.clear_entities()
-        for sub in self.subscriptions:
-            self._ws.add_subscription(sub.handle)
-        self._ws.wait(max(int(timeout_s * 1e9), 0))
-        return bool(self._ws.get_ready_entities('subscription'))
+            return []
+        try:
+            self._ws.clear_entities()
+            for sub in self.subscriptions:
+                self._ws.add_subscription(sub.handle)
+            self._ws.wait(max(int(timeout_s * 1e9), 0))
+        except RuntimeError:  # the context was shut down while waiting
+            return []
+        ready = set(self._ws.get_ready_entities('subscription'))
+        return [sub for sub in self.subscriptions if sub.handle.pointer in ready]
 
 
 class SharedSimClock:
@@ -124,6 +133,10 @@ class SharedSimClock:
 
     def __init__(self, owner: Node, nodes: Sequence[Node]) -> None:
         self.nodes = [n for n in nodes if n.get_parameter('use_sim_time').value]
+        self._stop = threading.Event()
+        self._sub: PolledSubscription | None = None
+        if not self.nodes:  # nobody follows /clock: nothing to take
+            return
         self._source = TimeSource()
         self._source.ros_time_is_active = True  # no node attached: subscribes to nothing
         for node in self.nodes:
@@ -133,7 +146,6 @@ class SharedSimClock:
                                        QoSProfile(depth=1,
                                                   reliability=ReliabilityPolicy.BEST_EFFORT))
         self._group = PollGroup(owner, [self._sub])
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name='sim_clock', daemon=True)
         self._thread.start()
 
@@ -146,6 +158,9 @@ class SharedSimClock:
                 self._source.clock_callback(msg)
 
     def close(self) -> None:
+        if self._sub is None:
+            return
         self._stop.set()
         self._thread.join(timeout=5)
         self._sub.destroy()
+        self._sub = None

@@ -257,6 +257,7 @@ class ArmPort:
                                          lambda m, k=kind: self._on_state(k, m), sensor)
         if polled:
             self._poll_group = PollGroup(node, [sub for _, sub in self._polled])
+            self._kind_of = {sub: kind for kind, sub in self._polled}
             self.sync.pump = self._pump
         self.key_frames: FrameBuffer | None = None
         if key_frames > 0:
@@ -270,15 +271,12 @@ class ArmPort:
         self.watchdog.put(kind, cm.stamp_ns(msg.header.stamp), time.monotonic())
 
     def _pump(self, timeout_s: float) -> None:
-        """Take the waiting state messages; if none, wait up to ``timeout_s`` for some."""
-        for attempt in range(2):
-            took = False
-            for kind, sub in self._polled:
-                while (msg := sub.take()) is not None:
-                    self._on_state(kind, msg)
-                    took = True
-            if took or attempt or not self._poll_group.wait(timeout_s):
-                return
+        """Take one message of each state topic that has one, waiting up to ``timeout_s`` for
+        the first (the wait set says which have one: no probing of empty queues)."""
+        for sub in self._poll_group.ready(timeout_s):
+            msg = sub.take()
+            if msg is not None:
+                self._on_state(self._kind_of[sub], msg)
 
     def destroy(self) -> None:
         for _, sub in self._polled:
