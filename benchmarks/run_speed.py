@@ -5,11 +5,13 @@ scripted teacher, monitor) on the same configuration; a third row runs the bare 
 gym env (no ROS) as the floor. Time is measured between the first and the last logged episode,
 so start-up (imports, DDS discovery, the LLM proposal) is excluded and reported separately.
 
-    python benchmarks/run_speed.py [--steps 2000] [--task touch] [--before REV]
+    python benchmarks/run_speed.py [--steps 2000] [--task touch] [--before REV] [--repeats N]
 
 ``--before REV`` measures the same three routes on commit REV too, in the same run: a git
 worktree of REV is built (colcon, the same venv) in a temporary directory and every route runs
-from it, so the table shows before and after side by side.
+from it, so the table shows before and after side by side. ``--repeats N`` runs every route
+N times, interleaved (before, after, before, ...), and reports each figure's median with its
+range: on a shared machine one run of a route moves ±15 %.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import csv
 import os
 from pathlib import Path
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,31 +125,40 @@ def main() -> None:
     parser.add_argument('--task', default='touch')
     parser.add_argument('--steps', type=int, default=2000)
     parser.add_argument('--before', metavar='REV', help='also measure commit REV (worktree)')
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='runs of every route, interleaved; the table shows medians')
     ns = parser.parse_args()
     every = max(ns.steps // 2, 400)
     trees = [('', ROOT)]
     if ns.before:
         trees.insert(0, (f'{ns.before} (before): ', build_worktree(ns.before)))
-    rows = {}
-    for label, tree in trees:
-        rows[f'{label}bare trainer on the gym env (no ROS)'] = bare_trainer(ns.task, ns.steps,
-                                                                            tree)
-        rows[f'{label}embedded: selfalign train (one process)'] = ros_route(
-            'train', ns.task, ns.steps, every, tree)
-        rows[f'{label}multi-process: selfalign launch'] = ros_route(
-            'launch', ns.task, ns.steps, every, tree)
+    runs: dict[str, list[dict[str, float]]] = {}
+    for _ in range(max(1, ns.repeats)):
+        for label, tree in trees:
+            runs.setdefault(f'{label}bare trainer on the gym env (no ROS)', []).append(
+                bare_trainer(ns.task, ns.steps, tree))
+            runs.setdefault(f'{label}embedded: selfalign train (one process)', []).append(
+                ros_route('train', ns.task, ns.steps, every, tree))
+            runs.setdefault(f'{label}multi-process: selfalign launch', []).append(
+                ros_route('launch', ns.task, ns.steps, every, tree))
+    rows = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            for name, rs in runs.items()}
     if ns.before:
         subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force',
                         str(trees[0][1])], check=False, capture_output=True)
     load = os.getloadavg()[0]
+    reps = max(1, ns.repeats)
     print(f'\n{ns.task}, {ns.steps} env steps per route, state obs, hidden 256, update every 2 '
-          f'steps, alignment every {every} steps; load average {load:.1f} on {os.cpu_count()} '
-          'cores\n')
+          f'steps, alignment every {every} steps; {reps} run(s) per route, interleaved'
+          f'{" (medians; range in brackets)" if reps > 1 else ""}; load average {load:.1f} on '
+          f'{os.cpu_count()} cores\n')
     print('| route | env steps/s | wall s per 10k steps | CPU s per 10k steps (all '
           'processes) | start-up s |')
     print('|---|---:|---:|---:|---:|')
     for name, r in rows.items():
-        print(f'| {name} | {r["steps_per_s"]:.1f} | {r["s_per_10k"]:.0f} | '
+        rates = [x['steps_per_s'] for x in runs[name]]
+        spread = f' [{min(rates):.1f}–{max(rates):.1f}]' if reps > 1 else ''
+        print(f'| {name} | {r["steps_per_s"]:.1f}{spread} | {r["s_per_10k"]:.0f} | '
               f'{r["cpu_s_per_10k"]:.0f} | {r["startup_s"]:.1f} |')
     for label, _ in trees:
         bare = rows[f'{label}bare trainer on the gym env (no ROS)']
