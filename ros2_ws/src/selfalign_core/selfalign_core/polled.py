@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import threading
+import time
 from typing import Any
 
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
@@ -31,6 +32,8 @@ from rclpy.type_support import check_is_valid_msg_type
 from rosgraph_msgs.msg import Clock
 
 __all__ = ['PolledSubscription', 'PollGroup', 'SharedSimClock']
+
+_DOWN_SLEEP_S = 0.05  # PollGroup.ready's wait once the context is shut down
 
 
 class PolledSubscription:
@@ -101,8 +104,10 @@ class PollGroup:
 
     def ready(self, timeout_s: float) -> list[PolledSubscription]:
         """The subscriptions with a message waiting, after waiting up to ``timeout_s`` for one
-        (0: a poll); [] after the timeout or when the context is shut down."""
+        (0: a poll); [] after the timeout or when the context is shut down (then after a short
+        sleep, so that a caller looping on it until its own stop does not spin)."""
         if not self._context.ok():
+            time.sleep(min(max(timeout_s, 0.0), _DOWN_SLEEP_S))
             return []
         try:
             self._ws.clear_entities()
@@ -110,6 +115,7 @@ class PollGroup:
                 self._ws.add_subscription(sub.handle)
             self._ws.wait(max(int(timeout_s * 1e9), 0))
         except RuntimeError:  # the context was shut down while waiting
+            time.sleep(min(max(timeout_s, 0.0), _DOWN_SLEEP_S))
             return []
         ready = set(self._ws.get_ready_entities('subscription'))
         return [sub for sub in self.subscriptions if sub.handle.pointer in ready]

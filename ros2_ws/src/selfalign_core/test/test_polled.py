@@ -85,3 +85,18 @@ def test_nodes_share_one_clock_subscription_and_follow_sim_time(context):
         shared.close()
         for n in (*nodes, wall, owner, probe):
             n.destroy_node()
+
+
+def test_a_poll_after_shutdown_returns_nothing_without_spinning():
+    """A thread that loops on ``ready`` until its own stop flag must not spin a core between
+    the context going down (Ctrl-C) and its owner's close()."""
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node('poller_down', context=ctx)
+    group = PollGroup(node, [PolledSubscription(node, String, 'chatter', 10)])
+    rclpy.shutdown(context=ctx)
+    calls, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 0.3:
+        assert group.ready(1.0) == []
+        calls += 1
+    assert calls <= 10  # each call waits instead of returning at once (~0.05 s)
