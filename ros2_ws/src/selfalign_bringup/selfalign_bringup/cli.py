@@ -294,6 +294,21 @@ def launch(ns: argparse.Namespace) -> int:
     return _finish(run, interrupted)
 
 
+def _run_bridge(spin: Any, node: Any, executor: Any, stop: threading.Event) -> None:
+    """A bridge's thread in the embedded run. A bridge that fails ends the run (non-zero, its
+    traceback logged), as its own process would, instead of leaving the policy waiting."""
+    try:
+        spin(node, executor, stop)
+    except Exception:  # noqa: BLE001 - reported, then the whole run stops
+        import traceback
+
+        import rclpy
+
+        node.get_logger().fatal(f'bridge failed:\n{traceback.format_exc()}')
+        node.exit_code = 1
+        rclpy.try_shutdown(context=node.context)
+
+
 def train(ns: argparse.Namespace) -> int:
     """Every node in this process: the bridges each on their own thread (their lockstep wait
     set, as in their own process), the others on one MultiThreadedExecutor (spun on a
@@ -339,8 +354,8 @@ def train(ns: argparse.Namespace) -> int:
             # wait set over all nodes' entities (docs/performance.md)
             own = SingleThreadedExecutor()
             own.add_node(node)
-            bridge_threads.append(threading.Thread(target=spin_bridge, name=key, daemon=True,
-                                                   args=(node, own, bridges_stop)))
+            bridge_threads.append(threading.Thread(target=_run_bridge, name=key, daemon=True,
+                                                   args=(spin_bridge, node, own, bridges_stop)))
         for thread in bridge_threads:
             thread.start()
         threading.Thread(target=spin_quietly, args=(executor,), daemon=True).start()
