@@ -152,12 +152,13 @@ class SharedSimClock:
                                        QoSProfile(depth=1,
                                                   reliability=ReliabilityPolicy.BEST_EFFORT))
         self._group = PollGroup(owner, [self._sub])
+        self._owner_context = owner.context
         self._thread = threading.Thread(target=self._run, name='sim_clock', daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if not self._group.wait(0.1) and not self._group._context.ok():
+            if not self._group.wait(0.1) and not self._owner_context.ok():
                 return
             msg = self._sub.take_latest()
             if msg is not None:
