@@ -300,6 +300,8 @@ def _run_bridge(spin: Any, node: Any, executor: Any, stop: threading.Event) -> N
     try:
         spin(node, executor, stop)
     except Exception:  # noqa: BLE001 - reported, then the whole run stops
+        if stop.is_set() or not node.context.ok():
+            return  # the run is ending (Ctrl-C shuts the context down under the bridge)
         import traceback
 
         import rclpy
