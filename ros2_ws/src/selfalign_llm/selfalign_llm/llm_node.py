@@ -6,6 +6,9 @@ take seconds to minutes, so each service runs in a ReentrantCallbackGroup on a
 MultiThreadedExecutor: the node keeps answering (and other calls proceed) while one waits.
 Failures (no key, HTTP errors, unparsable replies after the re-asks, templates that fail
 validation after the repairs) come back as ``success: false`` with a message, never a crash.
+A request re-sent with the same ``request_id`` (its reply was lost) is answered from the first
+call: ``pending: true`` while that runs, its answer after; the LLM is called once
+(``selfalign_core.services``).
 The API key is read from OPENAI_API_KEY only and never logged.
 
 Parameters:
@@ -61,6 +64,7 @@ from std_msgs.msg import String
 from selfalign_core import names as N
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED
+from selfalign_core.services import AnswerOnce
 from selfalign_interfaces.srv import AnalyzeFailure, ProposeReward, RankTrajectories
 from selfalign_llm.backends.base import BackendError
 from selfalign_llm.client import LLMError
@@ -155,11 +159,14 @@ class LLMNode(Node):
 
         group = ReentrantCallbackGroup()
         self._usage_pub = self.create_publisher(String, N.LLM_USAGE, LATCHED)
-        self.create_service(ProposeReward, N.PROPOSE_REWARD, self._on_propose,
+        # A caller re-sends a request whose reply was lost (same request_id): answer it from
+        # the first call, never by calling the LLM again (selfalign_core.services).
+        once = AnswerOnce(log=self.get_logger().info)
+        self.create_service(ProposeReward, N.PROPOSE_REWARD, once(self._on_propose),
                             callback_group=group)
-        self.create_service(RankTrajectories, N.RANK_TRAJECTORIES, self._on_rank,
+        self.create_service(RankTrajectories, N.RANK_TRAJECTORIES, once(self._on_rank),
                             callback_group=group)
-        self.create_service(AnalyzeFailure, N.ANALYZE_FAILURE, self._on_analyze,
+        self.create_service(AnalyzeFailure, N.ANALYZE_FAILURE, once(self._on_analyze),
                             callback_group=group)
         self.create_timer(usage_period_s, self._publish_usage, callback_group=group)
         self._publish_usage()

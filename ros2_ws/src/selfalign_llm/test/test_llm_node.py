@@ -109,6 +109,33 @@ def test_openai_backend_over_ros(tmp_path, touch_episodes):
     assert 'propose_reward: ok' in out
 
 
+def test_a_re_sent_request_is_answered_from_the_first_llm_call(tmp_path):
+    """A caller whose reply was lost re-sends the same request_id: llm_node answers 'pending'
+    while the first call runs and the stored answer after it; the LLM server sees one call."""
+    env = os.environ.copy()
+    env['OPENAI_API_KEY'] = SENTINEL
+    with FakeOpenAIServer() as server, TestNode('llm_probe_resend') as probe:
+        with NodeProcess('selfalign_llm', 'llm_node', env=env, params={
+                'backend': 'openai', 'model': 'fake-model', 'base_url': server.base_url,
+                'timeout_s': 10.0, 'max_retries': 0, 'outer_retries': 0}) as node:
+            server.push({'hang_s': 3.0, 'reply': proposal_reply('touch')})
+            client = probe.node.create_client(ProposeReward, '/selfalign/propose_reward')
+            assert client.wait_for_service(timeout_sec=20.0), node.output()
+            request = ProposeReward.Request(task='touch', request_id='call-1')
+            first = client.call_async(request)
+            probe.wait_until(lambda: server.pending == 1, 20, 'the call to reach the LLM server')
+            busy = probe.call(ProposeReward, '/selfalign/propose_reward', request)
+            assert busy.pending and not busy.success and not first.done()
+            probe.wait_until(first.done, 20, 'the first call')
+            answer = first.result()
+            assert answer.success and not answer.pending, answer.message
+            again = probe.call(ProposeReward, '/selfalign/propose_reward', request)
+            assert again.success and again.spec.sha256 == answer.spec.sha256
+            assert len(server.requests) == 1  # one LLM call for three requests
+            assert node.stop() == 0
+            assert 'a re-send of request call-1' in node.output()
+
+
 def test_scripted_backend_over_ros(tmp_path, make_episode):
     with TestNode('llm_probe2') as probe, NodeProcess('selfalign_llm', 'llm_node', params={
             'backend': 'scripted', 'teacher_beta': 0.0, 'teacher_mistake_rate': 0.0}) as node:

@@ -59,6 +59,7 @@ from selfalign_core import names as N
 from selfalign_core.episode import EpisodeRecord, stack_features
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED
+from selfalign_core.services import call_with_resend
 from selfalign_core.tasks import get_task
 from selfalign_interfaces.msg import AlignmentReport, Episode, RewardSpec
 from selfalign_interfaces.srv import AnalyzeFailure, RankTrajectories, SetRewardParams
@@ -232,15 +233,11 @@ class AlignmentNode(Node):
         """Call a service from the worker thread; (reply, '') or (None, why)."""
         if not client.wait_for_service(timeout_sec=min(self.llm_timeout_s, 10.0)):
             return None, f'{client.srv_name} not available'
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(self.llm_timeout_s) and not future.done():
-            client.remove_pending_request(future)
-            return None, f'{what} timed out after {self.llm_timeout_s} s'
-        reply = future.result()
+        # LLM requests are re-sent (same request_id) if a reply is lost; llm_node calls the LLM
+        # once per id. SetRewardParams has no id and is sent once.
+        reply, why = call_with_resend(client, request, self.llm_timeout_s, stop=self._closing)
         if reply is None:
-            return None, f'{what} returned no reply'
+            return None, f'{what}: {why}'
         if hasattr(reply, 'success') and not reply.success:
             return None, f'{what} failed: {reply.message}'
         return reply, ''

@@ -39,6 +39,7 @@ from rclpy.node import Node
 from selfalign_core import names as N
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED
+from selfalign_core.services import call_with_resend
 from selfalign_core.tasks import get_task
 from selfalign_interfaces.msg import RewardSpec
 from selfalign_interfaces.srv import ProposeReward, SetRewardParams
@@ -55,13 +56,6 @@ LLM_WAIT_MARGIN_S = 30.0
 def llm_wait_s(call_deadline_s: float) -> float:
     """How long a caller of llm_node waits for one reply, s: the deadline plus the margin."""
     return float(call_deadline_s) + LLM_WAIT_MARGIN_S
-
-
-def wait_future(future, timeout_s: float) -> bool:
-    """Block the calling (non-executor) thread until ``future`` is done; False on timeout."""
-    done = threading.Event()
-    future.add_done_callback(lambda _f: done.set())
-    return done.wait(timeout_s) or future.done()
 
 
 class RewardNode(Node):
@@ -129,15 +123,11 @@ class RewardNode(Node):
             req = ProposeReward.Request(task=self.task,
                                         task_description=get_task(self.task).description,
                                         previous_code=previous, error=error)
-            future = self._client.call_async(req)
-            if not wait_future(future, self.llm_timeout_s):
-                self._client.remove_pending_request(future)
-                self.get_logger().warning(f'ProposeReward timed out after {self.llm_timeout_s} '
-                                          's; using the stored template')
-                return False
-            reply = future.result()
+            # re-sent (same request_id) if its reply is lost; llm_node calls the LLM once
+            reply, why = call_with_resend(self._client, req, self.llm_timeout_s,
+                                          stop=self._closing)
             if reply is None or not reply.success:
-                why = 'no reply' if reply is None else reply.message
+                why = why if reply is None else reply.message
                 self.get_logger().warning(f'ProposeReward failed ({why}); using the stored '
                                           'template')
                 return False
