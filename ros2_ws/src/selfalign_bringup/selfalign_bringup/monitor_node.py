@@ -33,7 +33,8 @@ Subscribes:
   /ee_wrench, /servo_node/delta_twist_cmds, /gripper_controller/commands.
 Publishes:
   /selfalign/markers (visualization_msgs/MarkerArray): block, goal, EE trail, status text;
-  10 Hz of wall time (a thread of its own), whatever the sim's speed.
+  10 Hz of wall time (a thread of its own), whatever the sim's speed; only while someone
+  subscribes (rviz): with no subscriber none is built.
 
 The per-step topics (poses for the markers, everything recorded) are not executor callbacks:
 the marker thread takes the poses that arrived since its last tick and a recorder thread takes
@@ -215,6 +216,11 @@ class MonitorNode(Node):
 
     def _marker_loop(self):
         while not self._closing.wait(MARKER_PERIOD_S):
+            if self._pub.get_subscription_count() == 0:
+                # nobody draws them (no rviz): build nothing. The poses wait in the trail
+                # subscription's history (trail_length deep), so an rviz that connects later
+                # sees the recent trail at once.
+                continue
             try:
                 self._publish_markers()
             except Exception as exc:  # noqa: BLE001 - the context may be going down

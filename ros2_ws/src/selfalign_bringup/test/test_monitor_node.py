@@ -1,5 +1,6 @@
 """monitor_node as a real process: spec, episodes, reports become metrics, plots, MCAP."""
 
+import threading
 import time
 
 from mcap_ros2.reader import read_ros2_messages
@@ -128,5 +129,51 @@ def test_per_step_topics_are_taken_off_the_executor(tmp_path):
             for node in (monitor, recording, policy):
                 node.close()
                 node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+
+
+@pytest.mark.ros
+def test_markers_are_built_only_while_someone_subscribes(tmp_path):
+    """Without rviz the 10 Hz markers cost nothing (in the embedded run their Python held the
+    GIL the learner needs); an rviz that connects later still gets the recent trail."""
+    from geometry_msgs.msg import PoseStamped
+    import rclpy
+
+    from selfalign_bringup.monitor_node import MonitorNode
+
+    rclpy.init()
+    try:
+        monitor = MonitorNode()
+        probe = rclpy.create_node('marker_probe')
+        executor = rclpy.executors.MultiThreadedExecutor()
+        for node in (monitor, probe):
+            executor.add_node(node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        try:
+            pub = probe.create_publisher(PoseStamped, '/ee_pose',
+                                         rclpy.qos.qos_profile_sensor_data)
+            deadline = time.monotonic() + 20
+            while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for i in range(20):
+                msg = PoseStamped()
+                msg.pose.position.x = 0.01 * i
+                pub.publish(msg)
+            time.sleep(0.5)  # five marker periods with nobody listening
+            assert len(monitor._trail) == 0  # nothing taken, nothing built
+            got = []
+            probe.create_subscription(MarkerArray, '/selfalign/markers', got.append, 10)
+            deadline = time.monotonic() + 20
+            while not any(m.id == 2 for a in got for m in a.markers) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            trail = next(m for a in got for m in a.markers if m.id == 2)
+            assert [p.x for p in trail.points] == pytest.approx([0.01 * i for i in range(20)])
+        finally:
+            executor.shutdown()
+            monitor.close()
+            monitor.destroy_node()
+            probe.destroy_node()
     finally:
         rclpy.try_shutdown()
