@@ -112,6 +112,10 @@ def _type_of(name: str):
 class MonitorNode(Node):
     """Markers for rviz; metrics, plots and recording for the run directory."""
 
+    #: the clock only stamps logs, markers and recording times: it follows sim time at most
+    #: 20 times a second (wall), not once per sim step (selfalign_core.polled.SharedSimClock)
+    SIM_CLOCK_MIN_PERIOD_S = 0.05
+
     def __init__(self, **kwargs):
         super().__init__('monitor_node', **kwargs)
         run_dir = self.declare_parameter('run_dir', '').value

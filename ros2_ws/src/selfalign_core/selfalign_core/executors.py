@@ -155,7 +155,10 @@ def run_node(node_factory: Callable[[], Any], num_threads: int = 1,
         executor.add_node(node)
         # sim time from a /clock subscription taken on its own thread: the simulator publishes
         # /clock every step, and as a callback each one woke the executor (selfalign_core.polled)
-        sim_clock = SharedSimClock(node, [node])
+        # (at most 1/SIM_CLOCK_MIN_PERIOD_S updates a second for nodes whose clock only stamps
+        # logs and reports: one wake-up per sim step less for their process)
+        sim_clock = SharedSimClock(node, [node], min_period_s=float(
+            getattr(node, 'SIM_CLOCK_MIN_PERIOD_S', 0.0)))
         if spin is None:
             spin_quietly(executor)
         else:

@@ -135,10 +135,17 @@ class SharedSimClock:
     Clocks keep following sim time; a ``use_sim_time`` changed at run time is not followed
     (the embedded run sets it once, from its parameters file). Nodes without ``use_sim_time``
     are left alone. ``close()`` stops the thread and destroys the subscription.
+
+    ``min_period_s`` > 0: after each update the thread waits that long (wall time) before it
+    takes the newest /clock again, so the clocks follow sim time at most 1/min_period_s times a
+    second instead of once per sim step. For processes whose clock only stamps logs and
+    reports (a node's ``SIM_CLOCK_MIN_PERIOD_S``, read by ``run_node``); never for one that
+    stamps commands in lockstep (the policy).
     """
 
-    def __init__(self, owner: Node, nodes: Sequence[Node]) -> None:
+    def __init__(self, owner: Node, nodes: Sequence[Node], min_period_s: float = 0.0) -> None:
         self.nodes = [n for n in nodes if n.get_parameter('use_sim_time').value]
+        self.min_period_s = float(min_period_s)
         self._stop = threading.Event()
         self._sub: PolledSubscription | None = None
         if not self.nodes:  # nobody follows /clock: nothing to take
@@ -163,6 +170,8 @@ class SharedSimClock:
             msg = self._sub.take_latest()
             if msg is not None:
                 self._source.clock_callback(msg)
+                if self.min_period_s > 0:
+                    self._stop.wait(self.min_period_s)
 
     def close(self) -> None:
         if self._sub is None:

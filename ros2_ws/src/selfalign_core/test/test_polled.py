@@ -87,6 +87,30 @@ def test_nodes_share_one_clock_subscription_and_follow_sim_time(context):
             n.destroy_node()
 
 
+def test_a_clock_for_logs_follows_sim_time_at_a_bounded_rate(context):
+    """min_period_s: a process whose clock only stamps logs wakes at most 1/min_period_s times
+    a second for /clock, not once per sim step, and still ends on the newest time."""
+    sim = rclpy.parameter.Parameter('use_sim_time', value=True)
+    node = rclpy.create_node('logger_node', context=context, parameter_overrides=[sim])
+    probe = rclpy.create_node('clock_probe', context=context)
+    pub = probe.create_publisher(Clock, '/clock', 10)
+    shared = SharedSimClock(node, [node], min_period_s=0.25)
+    seen = set()
+    try:
+        assert _wait_for(lambda: pub.get_subscription_count() == 1)
+        for step in range(1, 101):  # 1 s of 100 Hz sim steps
+            pub.publish(Clock(clock=rclpy.time.Time(nanoseconds=step * 10**7).to_msg()))
+            end = time.monotonic() + 0.01
+            while time.monotonic() < end:
+                seen.add(node.get_clock().now().nanoseconds)
+        assert _wait_for(lambda: node.get_clock().now().nanoseconds == 100 * 10**7)
+        assert 2 <= len(seen - {0}) <= 7, sorted(seen)  # ~4 updates, not ~100
+    finally:
+        shared.close()
+        node.destroy_node()
+        probe.destroy_node()
+
+
 def test_a_poll_after_shutdown_returns_nothing_without_spinning():
     """A thread that loops on ``ready`` until its own stop flag must not spin a core between
     the context going down (Ctrl-C) and its owner's close()."""

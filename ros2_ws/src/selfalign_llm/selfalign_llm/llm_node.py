@@ -91,6 +91,10 @@ def _int(lo: int, hi: int) -> list[IntegerRange]:
 class LLMNode(Node):
     """ROS services over an LLMClient built from the node's parameters."""
 
+    #: the clock only stamps logs and the usage timer: it follows sim time at most 20 times
+    #: a second (wall), not once per sim step (selfalign_core.polled.SharedSimClock)
+    SIM_CLOCK_MIN_PERIOD_S = 0.05
+
     def __init__(self) -> None:
         super().__init__('llm_node')
         d = SimpleNamespace(**LLMConfig().flat())

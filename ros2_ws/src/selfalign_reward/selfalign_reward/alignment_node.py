@@ -91,6 +91,10 @@ def _float_param(node: Node, name: str, default: float, desc: str, lo: float, hi
 class AlignmentNode(Node):
     """See the module docstring."""
 
+    #: the clock only stamps logs and reports: it follows sim time at most 20 times
+    #: a second (wall), not once per sim step (selfalign_core.polled.SharedSimClock)
+    SIM_CLOCK_MIN_PERIOD_S = 0.05
+
     def __init__(self) -> None:
         super().__init__('alignment_node')
         self.task = self.declare_parameter('task', 'push', ParameterDescriptor(

@@ -61,6 +61,10 @@ def llm_wait_s(call_deadline_s: float) -> float:
 class RewardNode(Node):
     """See the module docstring."""
 
+    #: the clock only stamps logs and the spec header: it follows sim time at most 20 times
+    #: a second (wall), not once per sim step (selfalign_core.polled.SharedSimClock)
+    SIM_CLOCK_MIN_PERIOD_S = 0.05
+
     def __init__(self) -> None:
         super().__init__('reward_node')
         self.task = self.declare_parameter('task', 'push', ParameterDescriptor(
