@@ -8,7 +8,9 @@ steps. Sweeps (issue 11, beyond the paper) scale the task's key parameter's init
 threshold at 40 N, above every contact force a touch produces in the simulator; 'above-flat'
 (touch only) also starts the approach term at its flattest (reach_sharpness 1 /m), so that
 approaching alone pays little for the last centimetres and a touch pays only through the
-touch term the threshold blocks.
+touch term the threshold blocks; 'standoff' (touch only) starts from another template
+(``benchmarks/templates/touch_standoff.py``) whose approach term aims 5 cm short of the block,
+with the 40 N threshold: nothing pays for the last 5 cm.
 
 Each cell is merged into ``benchmarks/results/paper_table.json`` as soon as it ends
 (``--skip-done`` resumes an interrupted table; a cell cut short leaves its partial curve in
@@ -43,14 +45,21 @@ RESULTS = Path(__file__).resolve().parent / 'results'
 RESULTS_JSON = RESULTS / 'paper_table.json'
 TASKS = ('touch', 'grasp_lift', 'push')
 CONDITIONS = ('fixed', 'selfalign')
-SWEEPS = {'paper': 1.0, 'x0.1': 0.1, 'x10': 10.0, 'above': math.nan, 'above-flat': math.nan}
+SWEEPS = {'paper': 1.0, 'x0.1': 0.1, 'x10': 10.0, 'above': math.nan, 'above-flat': math.nan,
+          'standoff': math.nan}
 #: Set-ups that are not a scale of the key parameter: sweep -> task -> initial-θ override.
 #: 'above': an initial threshold above the contact forces a touch produces in the sim (17-27 N
 #: measured with scripted touches, docs/tasks.md), so the fixed reward's touch term never fires.
 #: 'above-flat': that, with the approach term at its flattest (1 - tanh(1 /m · d) gains 0.01
 #: from 1 cm to touching), so reaching alone hardly pays for the touch.
+#: 'standoff': the initial reward is another template (``SETUP_TEMPLATES``): its approach term
+#: aims 5 cm short of the block and its threshold is 40 N, so nothing pays for the last 5 cm.
 SETUPS = {'above': {'touch': {'force_threshold': 40.0}},
-          'above-flat': {'touch': {'force_threshold': 40.0, 'reach_sharpness': 1.0}}}
+          'above-flat': {'touch': {'force_threshold': 40.0, 'reach_sharpness': 1.0}},
+          'standoff': {'touch': {}}}
+#: Set-ups whose initial reward is a template file instead of the LLM's proposal.
+SETUP_TEMPLATES = {'standoff': {'touch': Path(__file__).resolve().parent / 'templates'
+                                / 'touch_standoff.py'}}
 BUDGETS = {'touch': 30_000, 'grasp_lift': 40_000, 'push': 100_000}
 #: The parameter each task's sweep scales, and the θ entries the table shows.
 KEY_PARAM = {'touch': 'force_threshold', 'grasp_lift': 'grip_force', 'push': 'w_push'}
@@ -80,8 +89,11 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
     RUNS.mkdir(parents=True, exist_ok=True)
     rev = commit()  # the code this run imports: at its start, not at its end (hours later)
     snap = RUNS / f'{task}-{condition}-{sweep}-s{seed}.json'
+    template = SETUP_TEMPLATES.get(sweep, {}).get(task)
     res = run_experiment(task, seed, condition, steps, snapshot_path=str(snap),
-                         initial_theta=sweep_theta(task, sweep), **overrides).to_dict()
+                         initial_theta=sweep_theta(task, sweep),
+                         template_file=str(template) if template else '',
+                         **overrides).to_dict()
     curve = [[e['env_step'], e['success_rate']] for e in res['evals']]
     applied = [u for u in res['updates'] if not u['status'].startswith(('skipped', 'kept'))]
     drop = res['max_drop_after_update']

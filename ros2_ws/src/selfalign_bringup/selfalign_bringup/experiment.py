@@ -38,6 +38,7 @@ from selfalign_core.episode import EpisodeRecord
 from selfalign_core.tasks import get_task, TASKS
 from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.outer_loop import OuterLoop, OuterLoopConfig, refit_theta
+from selfalign_reward.sandbox import validate_template
 from selfalign_reward.store import RewardStore
 from selfalign_reward.template import parse_template
 
@@ -61,6 +62,10 @@ class ExperimentConfig:
     initial_theta: dict[str, float] = field(default_factory=dict)
     """θ entries that replace the template's initial values (a miscalibration sweep: e.g.
     ``{'w_push': 20.0}``); each must lie inside its range."""
+    template_file: str = ''
+    """Reward template source to start from instead of the LLM's proposal ('' = ask the LLM),
+    as reward_node's ``template_file``: a set-up whose initial reward is a different template
+    (checked and trial-run in the sandbox like any template)."""
     # ---- outer loop (alignment_node parameters of the same names) ----
     reward_update_every_steps: int = 2_000
     """Environment steps between reward updates (docs/method.md "Outer loop": 10k; shorter
@@ -137,6 +142,9 @@ class ExperimentConfig:
                              'eval_episodes must be >= 1')
         if self.stop_after_success < 0:
             raise ValueError('ExperimentConfig.stop_after_success must be >= 0 (0: never)')
+        if self.template_file and not os.path.isfile(self.template_file):
+            raise ValueError(f'ExperimentConfig.template_file = {self.template_file!r}: no such '
+                             "file (a reward template source, or '' to ask the LLM)")
 
     def outer_loop_config(self) -> OuterLoopConfig:
         return OuterLoopConfig(
@@ -372,9 +380,15 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
 
     # reward_node's part: the LLM proposes the template (already sandbox-validated by the
     # client), the store holds θ and checks every change against the ranges.
-    template, _plan = client.propose_reward(cfg.task, get_task(cfg.task).description)
+    if cfg.template_file:  # a set-up that starts from a given template (reward_node's too)
+        template = parse_template(open(cfg.template_file, encoding='utf-8').read())
+        validate_template(template)  # TemplateError says what is wrong with the file
+        source = f'file:{cfg.template_file}'
+    else:
+        template, _plan = client.propose_reward(cfg.task, get_task(cfg.task).description)
+        source = client.model
     store = RewardStore(validate=parse_template)
-    ok, why = store.adopt(template.code, client.model)
+    ok, why = store.adopt(template.code, source)
     if not ok:
         raise RuntimeError(f'the proposed reward template does not parse: {why}')
     fn = RewardFunction(template)

@@ -22,7 +22,7 @@ from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.outer_loop import OuterLoop
 from selfalign_reward.store import RewardStore
 from selfalign_reward.synthetic import synthetic_episode
-from selfalign_reward.template import parse_template
+from selfalign_reward.template import parse_template, TemplateError
 
 # A tiny run: 300 env steps, alignment every 100 steps over K = 2 episodes, few MH samples.
 TINY = dict(reward_update_every_steps=100, num_ranked=2, mh_samples=100, mh_burn_in=50,
@@ -68,6 +68,33 @@ def test_fixed_run_keeps_theta_and_asks_llm_once():
     assert all(e.theta == res.initial_theta for e in res.evals)
     assert res.llm_usage['calls'] == 1 and res.llm_usage['by_role'] == {'propose': 1}
     assert all(math.isnan(e.rank_agreement) for e in res.evals)
+
+
+def test_a_run_can_start_from_a_template_file_instead_of_the_llms(tmp_path):
+    """A set-up whose initial reward is another template (paper_table's 'standoff'): the run
+    uses it (its parameters, its initial values) and never asks the LLM for a proposal."""
+    source = template_source('touch').replace("'init': 1.0, 'lower': 0.01", "'init': 40.0, "
+                                              "'lower': 0.01")
+    path = tmp_path / 'touch_40n.py'
+    path.write_text(source)
+    res = run_experiment('touch', 0, 'fixed', 300, template_file=str(path), **TINY)
+    assert res.initial_theta['force_threshold'] == 40.0 and res.final_theta == res.initial_theta
+    assert res.llm_usage['calls'] == 0
+    broken = tmp_path / 'broken.py'
+    broken.write_text(source.replace('def reward(f, p):', 'def reward(f, p):\n    import os'))
+    with pytest.raises(TemplateError):
+        run_experiment('touch', 0, 'fixed', 300, template_file=str(broken), **TINY)
+    with pytest.raises(ValueError, match='template_file'):
+        ExperimentConfig(template_file=str(tmp_path / 'missing.py'))
+    # the benchmark set-ups' templates are valid templates
+    from pathlib import Path
+
+    from selfalign_reward.sandbox import validate_template
+    shipped = sorted((Path(__file__).resolve().parents[4] / 'benchmarks' / 'templates')
+                     .glob('*.py'))
+    assert shipped
+    for file in shipped:
+        validate_template(parse_template(file.read_text()))
 
 
 def test_failure_analysis_when_reward_agrees_but_task_fails():
