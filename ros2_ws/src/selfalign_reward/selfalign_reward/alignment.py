@@ -22,7 +22,7 @@ All randomness comes from the ``np.random.Generator`` passed in. Pure numpy + sc
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 import math
 
@@ -335,7 +335,8 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
                         rng: np.random.Generator | None = None, chains: int = 16,
                         groups: np.ndarray | None = None,
                         pairs: tuple[np.ndarray, np.ndarray] | None = None,
-                        fixed: Collection[str] = ()) -> MHResult:
+                        fixed: Collection[str] = (),
+                        also_from: Sequence[Theta] = ()) -> MHResult:
     """Sample the posterior over θ and return its MAP, mean, spread and rank agreement.
 
     ``theta0`` is the chain's start (default: the template's initial values); ``prior_center``
@@ -353,6 +354,13 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
 
     ``fixed`` names parameters held at their start value: the chain moves only the others
     (``outer_loop.refit_theta`` holds the values a failure analysis set).
+
+    ``also_from``: more starting points; the chains are dealt out over ``theta0`` and these
+    in turn (with one chain: it starts from the one of highest posterior). The posterior of a
+    reward template is often multimodal, and a random walk started in a flat region of it (a
+    θ that makes the reward nearly constant over the ranked episodes) does not find its way
+    back within a few hundred steps; ``outer_loop.refit_theta`` also starts from the prior's
+    centre. ``theta_start`` and ``kendall_tau_before`` stay those of ``theta0``.
     """
     if num_samples < 1 or burn_in < 0:
         raise ValueError('num_samples must be >= 1 and burn_in >= 0')
@@ -370,12 +378,17 @@ def metropolis_hastings(fn: RewardFunction, episodes: np.ndarray | PreparedBatch
     u = tr.to_u(start)
     lp, ll = prob.log_posterior_u(u)
     ll_before = prob.log_likelihood(start) if math.isfinite(ll) else -math.inf
+    starts = [u] + [tr.to_u(fn.theta_array(t)) for t in also_from]
     if chains > 1:
         probe = tr.to_theta(np.stack([u, u + 0.5 * prob.prior_std, u - 0.5 * prob.prior_std]))
         if fn.broadcasts_over_theta(prob.batch, probe):
-            return _held_exactly(_multi_chain(prob, u, lp, ll_before, start, num_samples,
-                                              burn_in, init_step, target_accept, chains, rng,
-                                              step_std), held)
+            return _held_exactly(_multi_chain(prob, np.stack(starts), ll_before, start,
+                                              num_samples, burn_in, init_step, target_accept,
+                                              chains, rng, step_std), held)
+    for other in starts[1:]:  # one chain: from the start of highest posterior
+        lp_other, _ = prob.log_posterior_u(other)
+        if lp_other > lp or not math.isfinite(lp):
+            u, lp = other, lp_other
     best_u, best_lp = u.copy(), lp
     log_step = math.log(init_step)
     p = len(u)
@@ -427,17 +440,19 @@ def _held_exactly(res: MHResult, held: np.ndarray) -> MHResult:
     return res
 
 
-def _multi_chain(prob: AlignmentProblem, u0: np.ndarray, lp0: float, ll_before: float,
+def _multi_chain(prob: AlignmentProblem, starts: np.ndarray, ll_before: float,
                  start: np.ndarray, num_samples: int, burn_in: int, init_step: float,
                  target_accept: float, chains: int, rng: np.random.Generator,
                  step_std: np.ndarray) -> MHResult:
-    """``metropolis_hastings`` with C chains advanced together (see its docstring)."""
-    c, p = chains, len(u0)
+    """``metropolis_hastings`` with C chains advanced together, dealt out over ``starts``
+    (S, p) in turn (see its docstring)."""
+    c, p = chains, starts.shape[1]
     # The shared step size needs enough adaptation iterations, however many chains share it.
     burn, keep = max(-(-burn_in // c), min(burn_in, 250)), -(-num_samples // c)
-    us = np.repeat(u0[None], c, axis=0)
-    lps = np.full(c, lp0)
-    best_u, best_lp = u0.copy(), lp0
+    us = starts[np.arange(c) % len(starts)].copy()
+    lps = prob.log_posterior_many(us)
+    i0 = int(np.argmax(np.where(np.isfinite(lps), lps, -np.inf)))
+    best_u, best_lp = us[i0].copy(), float(lps[i0])
     log_step = math.log(init_step)
     samples = np.empty((keep, c, p))
     post = np.empty((keep, c))

@@ -398,10 +398,14 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     if used:  # the LLM's belief changes by what it proposed, not by the values fitted since
         center = {**center, **{n: start[n] for n in held_names}}
     t0 = time.perf_counter()
+    # chains from the current θ (or the analysis's proposal) and from the prior's centre: a
+    # θ applied earlier on few rankings can sit in a flat region of today's posterior that a
+    # random walk from there does not leave (docs/method.md, "Outer loop")
     result = metropolis_hastings(fn, prepared, all_ranks, start, num_samples=mh_samples,
                                  burn_in=mh_burn_in, beta=beta, prior_width=prior_width,
                                  prior_center=center, rng=rng, groups=groups,
-                                 pairs=fit, fixed=held_names)
+                                 pairs=fit, fixed=held_names,
+                                 also_from=[center] if center != start else [])
     mh_s = time.perf_counter() - t0
     proposal = result.as_dict('map')
     r_after = fn.episode_returns(prepared, proposal)

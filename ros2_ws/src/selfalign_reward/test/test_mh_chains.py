@@ -72,3 +72,59 @@ def test_chains_and_single_chain_agree_on_the_posterior():
     spread = np.maximum(multi.theta_std, single.theta_std) + 1e-9
     assert np.all(np.abs(multi.theta_mean - single.theta_mean) / spread < 1.5)
     assert multi.kendall_tau_after >= multi.kendall_tau_before
+
+
+STANDOFF = """
+PARAMETERS = [
+    {'name': 'w_reach', 'init': 1.0, 'lower': 0.1, 'upper': 10.0, 'scale': 'log',
+     'meaning': 'weight of the approach term'},
+    {'name': 'reach_sharpness', 'init': 10.0, 'lower': 1.0, 'upper': 50.0, 'scale': 'log',
+     'meaning': 'how sharply the approach reward rises near its target distance, 1/m'},
+    {'name': 'approach_offset', 'init': 0.05, 'lower': 0.0, 'upper': 0.1, 'scale': 'linear',
+     'meaning': 'finger-to-block distance the approach term aims for, m'},
+    {'name': 'w_touch', 'init': 2.0, 'lower': 0.1, 'upper': 20.0, 'scale': 'log',
+     'meaning': 'bonus per step with a finger touching the block'},
+    {'name': 'force_threshold', 'init': 40.0, 'lower': 0.01, 'upper': 100.0, 'scale': 'log',
+     'meaning': 'contact force counted as a touch, N'},
+]
+
+
+def reward(f, p):
+    dist = np.abs(f['ee_block_dist'] - p['approach_offset'])
+    reach = p['w_reach'] * (1.0 - np.tanh(p['reach_sharpness'] * dist))
+    touch = p['w_touch'] * (f['contact_force'] > p['force_threshold'])
+    return reach + touch, {'reach': reach, 'touch': touch}
+"""
+
+
+def test_chains_also_started_from_the_prior_centre_leave_a_flat_region():
+    """A θ applied earlier can make the reward nearly constant over today's episodes (here:
+    the approach term aims 10 cm out, 50 /m sharp, the touch term off); a random walk started
+    there stays lost. Chains dealt out over it and the prior's centre find the mode."""
+    from selfalign_reward.synthetic import synthetic_episode
+    from selfalign_reward.template import parse_template
+
+    fn = RewardFunction(parse_template(STANDOFF))
+    rng = np.random.default_rng(0)
+    gaps = [0.0, 0.0] + list(np.clip(rng.normal(0.05, 0.02, 22), 0.002, 0.2))
+    feats = stack_features([synthetic_episode('touch', closest_m=float(g), force_n=20.0,
+                                              rng=rng) for g in gaps])
+    progress = tasks.progress('touch', F.unpack(feats))
+    groups = np.repeat(np.arange(3), 8)
+    ranks = np.concatenate([np.argsort(np.argsort(-progress[g * 8:(g + 1) * 8]))
+                            for g in range(3)])
+    prepared = fn.prepare(feats, contiguous=True)
+    centre = fn.theta_dict(None)
+    flat = {'w_reach': 0.1, 'reach_sharpness': 50.0, 'approach_offset': 0.1, 'w_touch': 0.1,
+            'force_threshold': 100.0}
+    prob = AlignmentProblem(fn, prepared, ranks, centre, groups=groups)
+
+    def map_tau(also_from):
+        return [prob.tau(fn.theta_array(metropolis_hastings(
+            fn, prepared, ranks, flat, prior_center=centre, groups=groups,
+            rng=np.random.default_rng(seed), also_from=also_from).as_dict('map')))
+            for seed in range(4)]
+
+    assert prob.tau(fn.theta_array(centre)) < 0.0  # the template's own θ disagrees too
+    assert min(map_tau([centre])) > 0.9
+    assert sorted(map_tau([]))[2] < 0.0  # most walks from the flat θ stay lost
