@@ -2,8 +2,9 @@
 
 Both routes run the whole loop (bridge, DrQ-v2 policy with updates, reward, alignment with the
 scripted teacher, monitor) on the same configuration; a third row runs the bare trainer on the
-gym env (no ROS) as the floor. Time is measured between the first and the last logged episode,
-so start-up (imports, DDS discovery, the LLM proposal) is excluded and reported separately.
+gym env (no ROS) as the floor. Time and CPU are measured between the first and the last logged
+episode, so start-up (imports, DDS discovery, the LLM proposal) is excluded and reported
+separately (with start-up and shutdown, CPU is in its own column).
 
     python benchmarks/run_speed.py [--steps 2000] [--task touch] [--before REV] [--repeats N]
 
@@ -64,28 +65,65 @@ def _episodes(run: Path) -> list[tuple[float, int]]:
                 if r['kind'] == 'episode']
 
 
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by process ``root`` and its live descendants."""
+    tick = os.sysconf('SC_CLK_TCK')
+    parent, cpu = {}, {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f'/proc/{entry}/stat').read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(')') + 2:].split()
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(cpu.get(pid, 0.0) for pid in tree)
+
+
 def ros_route(mode: str, task: str, steps: int, every: int, tree: Path = ROOT
                ) -> dict[str, float]:
+    """One run of ``selfalign train|launch``. Its rate is taken between the first and the last
+    logged episode, and so is its CPU per step (the CPU of the process tree, sampled from /proc
+    when each episode row appears), as the bare trainer's is after its first episode; start-up
+    and shutdown (final plots, checkpoint) are left out there and counted in ``cpu_all``."""
     run = Path(tempfile.mkdtemp(prefix=f'selfalign-{mode}-')) / 'run'
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    subprocess.run([str(tree / 'bin' / 'selfalign'), mode, '--task', task, '--steps', str(steps),
-                    '--run-dir', str(run), '--no-progress',
-                    '--set', f'alignment_node.reward_update_every_steps={every}',
-                    '--set', 'alignment_node.num_ranked=4',
-                    '--set', f'policy_node.eval_every_steps={steps * 10}',
-                    '--set', 'policy_node.num_expl_steps=200',
-                    '--set', f'policy_node.update_every_steps={UPDATE_EVERY}'],
-                   check=True, env=tree_env(tree), stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(tree / 'bin' / 'selfalign'), mode, '--task', task, '--steps', str(steps),
+         '--run-dir', str(run), '--no-progress',
+         '--set', f'alignment_node.reward_update_every_steps={every}',
+         '--set', 'alignment_node.num_ranked=4',
+         '--set', f'policy_node.eval_every_steps={steps * 10}',
+         '--set', 'policy_node.num_expl_steps=200',
+         '--set', f'policy_node.update_every_steps={UPDATE_EVERY}'],
+        env=tree_env(tree), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: list[tuple[int, float]] = []  # (env_step of the newest episode, tree CPU then)
+    while proc.poll() is None:
+        eps = _episodes(run) if (run / 'metrics.csv').is_file() else []
+        if eps and (not seen or eps[-1][1] != seen[-1][0]):
+            seen.append((eps[-1][1], tree_cpu_s(proc.pid)))
+        time.sleep(0.1)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, mode)
     total = time.time() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     eps = _episodes(run)
     (ta, sa), (tb, sb) = eps[0], eps[-1]
     rate = (sb - sa) / (tb - ta)
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    (s0, c0), (s1, c1) = seen[0], seen[-1]
     return {'steps_per_s': rate, 's_per_10k': 1e4 / rate, 'startup_s': total - (tb - ta),
-            'cpu_s_per_10k': cpu / steps * 1e4}
+            'cpu_s_per_10k': (c1 - c0) / (s1 - s0) * 1e4, 'cpu_all_s_per_10k': cpu / steps * 1e4}
 
 
 def bare_trainer(task: str, steps: int, tree: Path = ROOT,
@@ -117,7 +155,7 @@ print(tr.env_step - 100, time.time() - t0, time.process_time() - c0)
                          text=True, env=tree_env(tree)).stdout.split()
     n, wall, cpu = int(out[-3]), float(out[-2]), float(out[-1])
     return {'steps_per_s': n / wall, 's_per_10k': 1e4 * wall / n, 'startup_s': float('nan'),
-            'cpu_s_per_10k': 1e4 * cpu / n}
+            'cpu_s_per_10k': 1e4 * cpu / n, 'cpu_all_s_per_10k': float('nan')}
 
 
 def main() -> None:
@@ -152,14 +190,15 @@ def main() -> None:
           f'steps, alignment every {every} steps; {reps} run(s) per route, interleaved'
           f'{" (medians; range in brackets)" if reps > 1 else ""}; load average {load:.1f} on '
           f'{os.cpu_count()} cores\n')
-    print('| route | env steps/s | wall s per 10k steps | CPU s per 10k steps (all '
-          'processes) | start-up s |')
-    print('|---|---:|---:|---:|---:|')
+    print('| route | env steps/s | wall s per 10k steps | CPU s per 10k steps (all processes, '
+          'after the first episode) | CPU s per 10k steps (start-up included) | start-up s |')
+    print('|---|---:|---:|---:|---:|---:|')
     for name, r in rows.items():
         rates = [x['steps_per_s'] for x in runs[name]]
         spread = f' [{min(rates):.1f}–{max(rates):.1f}]' if reps > 1 else ''
         print(f'| {name} | {r["steps_per_s"]:.1f}{spread} | {r["s_per_10k"]:.0f} | '
-              f'{r["cpu_s_per_10k"]:.0f} | {r["startup_s"]:.1f} |')
+              f'{r["cpu_s_per_10k"]:.0f} | {r["cpu_all_s_per_10k"]:.0f} | '
+              f'{r["startup_s"]:.1f} |')
     for label, _ in trees:
         bare = rows[f'{label}bare trainer on the gym env (no ROS)']
         for route in ('embedded: selfalign train (one process)',
