@@ -1,6 +1,8 @@
 """Multi-chain MH: the batched posterior equals the one-θ posterior; non-broadcasting templates
 fall back to a single chain and still align."""
 
+from pathlib import Path
+
 import numpy as np
 
 from selfalign_core import features as F
@@ -74,27 +76,8 @@ def test_chains_and_single_chain_agree_on_the_posterior():
     assert multi.kendall_tau_after >= multi.kendall_tau_before
 
 
-STANDOFF = """
-PARAMETERS = [
-    {'name': 'w_reach', 'init': 1.0, 'lower': 0.1, 'upper': 10.0, 'scale': 'log',
-     'meaning': 'weight of the approach term'},
-    {'name': 'reach_sharpness', 'init': 10.0, 'lower': 1.0, 'upper': 50.0, 'scale': 'log',
-     'meaning': 'how sharply the approach reward rises near its target distance, 1/m'},
-    {'name': 'approach_offset', 'init': 0.05, 'lower': 0.0, 'upper': 0.1, 'scale': 'linear',
-     'meaning': 'finger-to-block distance the approach term aims for, m'},
-    {'name': 'w_touch', 'init': 2.0, 'lower': 0.1, 'upper': 20.0, 'scale': 'log',
-     'meaning': 'bonus per step with a finger touching the block'},
-    {'name': 'force_threshold', 'init': 40.0, 'lower': 0.01, 'upper': 100.0, 'scale': 'log',
-     'meaning': 'contact force counted as a touch, N'},
-]
-
-
-def reward(f, p):
-    dist = np.abs(f['ee_block_dist'] - p['approach_offset'])
-    reach = p['w_reach'] * (1.0 - np.tanh(p['reach_sharpness'] * dist))
-    touch = p['w_touch'] * (f['contact_force'] > p['force_threshold'])
-    return reach + touch, {'reach': reach, 'touch': touch}
-"""
+#: benchmarks/paper_table.py's 'standoff' touch template (approach aimed 5 cm short, 40 N)
+STANDOFF = Path(__file__).resolve().parents[4] / 'benchmarks' / 'templates' / 'touch_standoff.py'
 
 
 def test_chains_also_started_from_the_prior_centre_leave_a_flat_region():
@@ -104,7 +87,7 @@ def test_chains_also_started_from_the_prior_centre_leave_a_flat_region():
     from selfalign_reward.synthetic import synthetic_episode
     from selfalign_reward.template import parse_template
 
-    fn = RewardFunction(parse_template(STANDOFF))
+    fn = RewardFunction(parse_template(STANDOFF.read_text()))
     rng = np.random.default_rng(0)
     gaps = [0.0, 0.0] + list(np.clip(rng.normal(0.05, 0.02, 22), 0.002, 0.2))
     feats = stack_features([synthetic_episode('touch', closest_m=float(g), force_n=20.0,
