@@ -239,6 +239,9 @@ def main() -> None:
     ap.add_argument('--update-gate-p', type=float, default=1.0,
                     help='sign-test level an ordinary re-fit must reach on the held-out pairs '
                     '(OuterLoopConfig.update_gate_p; 1: better agreement alone)')
+    ap.add_argument('--gate-folds', type=int, default=1,
+                    help='1: one fixed held-out split; K >= 2: K-fold cross-validated gate '
+                    '(OuterLoopConfig.gate_folds)')
     ap.add_argument('--mh-samples', type=int, default=2000)
     ap.add_argument('--mistake-rate', type=float, default=0.1)
     ap.add_argument('--eval-every', type=int, default=1000)
@@ -268,6 +271,7 @@ def main() -> None:
     if not args.report_only:
         overrides = {'reward_update_every_steps': args.update_every,
                      'num_ranked': args.num_ranked, 'update_gate_p': args.update_gate_p,
+                     'gate_folds': args.gate_folds,
                      'mh_samples': args.mh_samples,
                      'teacher_mistake_rate': args.mistake_rate,
                      'eval_every_steps': args.eval_every, 'eval_episodes': args.eval_episodes,

@@ -89,6 +89,9 @@ class ExperimentConfig:
     update_gate_p: float = 1.0
     """Sign-test level an ordinary re-fit must reach on the held-out pairs it orders
     differently (``OuterLoopConfig.update_gate_p``; 1: better agreement alone)."""
+    gate_folds: int = 1
+    """1: one fixed held-out split; K >= 2: K-fold cross-validated gate
+    (``OuterLoopConfig.gate_folds``)."""
     # ---- learner ----
     hidden_dim: int = 256
     """DrQ-v2 actor/critic hidden width."""
@@ -152,6 +155,7 @@ class ExperimentConfig:
             num_ranked=self.num_ranked, success_window=self.success_window,
             agreement_threshold=self.agreement_threshold,
             success_threshold=self.success_threshold, update_gate_p=self.update_gate_p,
+            gate_folds=self.gate_folds,
             buffer_size=max(200, self.num_ranked), candidate_window=max(64, self.num_ranked))
 
 

@@ -117,7 +117,13 @@ def pair_change(returns_before: np.ndarray, returns_after: np.ndarray, win: np.n
     nothing about which θ is better)."""
     before = np.asarray(returns_before, dtype=np.float64)
     after = np.asarray(returns_after, dtype=np.float64)
-    d = np.sign(after[win] - after[lose]) - np.sign(before[win] - before[lose])
+    return sign_change(np.sign(before[win] - before[lose]), np.sign(after[win] - after[lose]))
+
+
+def sign_change(signs_before: np.ndarray, signs_after: np.ndarray) -> PairChange:
+    """``pair_change`` from each pair's order sign(R_win − R_lose) before and after (e.g. the
+    after of each pair predicted by a fit that did not see it, ``outer_loop``'s K-fold gate)."""
+    d = np.asarray(signs_after, dtype=np.float64) - np.asarray(signs_before, dtype=np.float64)
     worse, better = int((d < 0).sum()), int((d > 0).sum())
     def tail(k: int) -> float:
         return 1.0 if k == 0 else float(binomtest(k, worse + better, 0.5,

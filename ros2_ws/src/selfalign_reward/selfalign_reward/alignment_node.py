@@ -29,6 +29,9 @@ Parameters:
       held-out pairs worse at this one-sided sign-test level.
   update_gate_p (float): an ordinary re-fit must also order more of the held-out pairs it
       changes better than worse at this one-sided sign-test level (1: better agreement alone).
+  gate_folds (int): 1: the held-out test uses one fixed split; K >= 2: K-fold
+      cross-validation over every pair (K extra MH runs per update; the θ applied is fit on all
+      pairs).
   max_rankings (int): LLM rankings kept and fitted together (oldest dropped).
   run_dir (str): the schedule is kept in <run_dir>/alignment_state.json and the rankings in
       <run_dir>/alignment_preferences.npz ('' = nowhere).
@@ -128,7 +131,10 @@ class AlignmentNode(Node):
             update_gate_p=_float_param(
                 self, 'update_gate_p', 1.0,
                 'sign-test level an ordinary re-fit must reach on the held-out pairs it orders '
-                'differently (1: better agreement alone)', 0.0, 1.0))
+                'differently (1: better agreement alone)', 0.0, 1.0),
+            gate_folds=_int_param(
+                self, 'gate_folds', 1, '1: one fixed held-out split; K >= 2: every pair '
+                'predicted by a fit made without it (K-fold cross-validation)', 1, 20))
         cfg = OuterLoopConfig(**{**cfg.__dict__,
                                  'candidate_window': max(cfg.candidate_window, cfg.num_ranked)})
         self.mh_samples = _int_param(self, 'mh_samples', 10_000, 'MH samples kept after burn-in',

@@ -43,6 +43,7 @@ from selfalign_reward.alignment import (
     ParamTransform,
     preference_pairs,
     rank_agreement,
+    sign_change,
 )
 from selfalign_reward.evaluate import RewardFunction, Theta
 from selfalign_reward.template import RewardTemplate
@@ -80,12 +81,23 @@ class OuterLoopConfig:
     pairs better than the current θ and, of the pairs it orders differently, more better than
     worse at this one-sided sign-test level (1: better agreement alone is enough)"""
 
+    gate_folds: int = 1
+    """How an ordinary re-fit is tested on pairs it was not fit on. 1: one fixed held-out split
+    (``heldout_fraction`` of each ranking's pairs; the re-fit is fit on the rest). K >= 2:
+    K-fold cross-validation over every pair of every kept ranking — each pair is predicted by a
+    fit made without it (K extra Metropolis–Hastings runs), and the θ applied is fit on all
+    pairs. With few pairs the fixed split tests on a handful that a re-fit barely changes;
+    cross-validation tests on all of them (docs/method.md)."""
+
     def __post_init__(self) -> None:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError(f'heldout_fraction must be in (0, 1), got {self.heldout_fraction}')
         for name in ('analysis_gate_p', 'update_gate_p'):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
+        if self.gate_folds < 1:
+            raise ValueError(f'gate_folds = {self.gate_folds}: must be >= 1 (1: one held-out '
+                             'split; K >= 2: K-fold cross-validation)')
         if self.max_rankings < 1:
             raise ValueError(f'max_rankings must be >= 1, got {self.max_rankings}')
         if self.reward_update_every_steps < 1:
@@ -327,6 +339,9 @@ class Refit:
     num_fit_pairs: int = 0
     num_heldout_pairs: int = 0
     num_rankings: int = 0
+    folds: int = 1
+    """> 1: the held-out figures are K-fold cross-validated over every pair
+    (``OuterLoopConfig.gate_folds``)."""
     theta_move: float = 0.0
     """How far the MAP is from the current θ: RMS over parameters of the move in MH space
     (log or logit) as a fraction of each parameter's range there (0 none, 1 a whole range)."""
@@ -336,7 +351,8 @@ class Refit:
         """One line: applied or kept, with the held-out agreement that decided it."""
         verb = 'applied' if self.applied else 'kept the current θ'
         line = (f'{verb}: held-out agreement {self.heldout_before:.2f} -> '
-                f'{self.heldout_after:.2f} on {self.num_heldout_pairs} pairs')
+                f'{self.heldout_after:.2f} on {self.num_heldout_pairs} pairs'
+                + (f' ({self.folds}-fold cross-validated)' if self.folds > 1 else ''))
         c = self.heldout_change
         if c is None:
             return line
@@ -398,14 +414,30 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     if used:  # the LLM's belief changes by what it proposed, not by the values fitted since
         center = {**center, **{n: start[n] for n in held_names}}
     t0 = time.perf_counter()
-    # chains from the current θ (or the analysis's proposal) and from the prior's centre: a
-    # θ applied earlier on few rankings can sit in a flat region of today's posterior that a
-    # random walk from there does not leave (docs/method.md, "Outer loop")
-    result = metropolis_hastings(fn, prepared, all_ranks, start, num_samples=mh_samples,
-                                 burn_in=mh_burn_in, beta=beta, prior_width=prior_width,
-                                 prior_center=center, rng=rng, groups=groups,
-                                 pairs=fit, fixed=held_names,
-                                 also_from=[center] if center != start else [])
+
+    def fit_map(pairs: tuple[np.ndarray, np.ndarray]) -> MHResult:
+        # chains from the current θ (or the analysis's proposal) and from the prior's centre:
+        # a θ applied earlier on few rankings can sit in a flat region of today's posterior
+        # that a random walk from there does not leave (docs/method.md, "Outer loop")
+        return metropolis_hastings(fn, prepared, all_ranks, start, num_samples=mh_samples,
+                                   burn_in=mh_burn_in, beta=beta, prior_width=prior_width,
+                                   prior_center=center, rng=rng, groups=groups,
+                                   pairs=pairs, fixed=held_names,
+                                   also_from=[center] if center != start else [])
+
+    folds = loop.cfg.gate_folds if not used else 1  # an analysis keeps its own test (below)
+    if folds > 1:  # every pair a test pair once, predicted by a fit made without it
+        held = (np.concatenate([fit[0], held[0]]), np.concatenate([fit[1], held[1]]))
+        fold = rng.permutation(len(held[0])) % folds
+        predicted = np.sign(r_before[held[0]] - r_before[held[1]])
+        for k in range(folds):
+            test = fold == k
+            if test.any() and not test.all():
+                r_k = fn.episode_returns(prepared, fit_map(
+                    (held[0][~test], held[1][~test])).as_dict('map'))
+                predicted[test] = np.sign(r_k[held[0][test]] - r_k[held[1][test]])
+        fit = held  # the θ applied is fit on every pair
+    result = fit_map(fit)
     mh_s = time.perf_counter() - t0
     proposal = result.as_dict('map')
     r_after = fn.episode_returns(prepared, proposal)
@@ -418,6 +450,9 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
             proposal, r_after = dict(start), r_start
     held_before, held_after = pair_agreement(r_before, *held), pair_agreement(r_after, *held)
     change = pair_change(r_before, r_after, *held)
+    if folds > 1:  # the cross-validated figures: each pair as predicted without it
+        held_after = float(predicted.mean()) if len(predicted) else 0.0
+        change = sign_change(np.sign(r_before[held[0]] - r_before[held[1]]), predicted)
     if used:
         applied = change.p_worse >= loop.cfg.analysis_gate_p
     else:
@@ -432,4 +467,5 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
                  heldout_before=held_before, heldout_after=held_after,
                  heldout_change=change, held=held_names, fitted_rest=fitted_rest,
                  num_fit_pairs=len(fit[0]), num_heldout_pairs=len(held[0]),
-                 num_rankings=len(loop.memory), theta_move=float(np.sqrt(np.mean(move ** 2))))
+                 num_rankings=len(loop.memory), folds=folds,
+                 theta_move=float(np.sqrt(np.mean(move ** 2))))

@@ -7,6 +7,7 @@ from scipy.stats import rankdata
 from selfalign_core import features as F
 from selfalign_core import tasks
 from selfalign_core.episode import stack_features
+from selfalign_reward.alignment import preference_pairs
 from selfalign_reward.evaluate import RewardFunction
 from selfalign_reward.outer_loop import (
     check_proposal,
@@ -214,6 +215,22 @@ def test_an_ordinary_refit_can_be_required_to_win_a_sign_test():
             assert f'sign-test p {c.p_better:.2f}' in res.decision
             theta = res.theta
     assert (c.better, c.p_better) == (5, pytest.approx(1 / 32))
+
+
+def test_a_cross_validated_gate_tests_every_pair_on_a_fit_made_without_it():
+    """gate_folds 4: every pair of every kept ranking is a test pair once (not a fixed
+    quarter), the θ applied is fit on all of them, and the decision says so."""
+    fn = RewardFunction(load_reference_template('push'))
+    rng = np.random.default_rng(0)
+    loop = OuterLoop(OuterLoopConfig(num_ranked=8, gate_folds=4))
+    theta = fn.theta_dict(None)
+    res = refit(loop, fn, theta, eps := push_episodes(rng), ranks := progress_ranks(eps))
+    every = len(preference_pairs(ranks)[0])  # all of them, held-out quarter included
+    assert res.folds == 4 and res.num_heldout_pairs == res.num_fit_pairs == every
+    assert res.applied and res.heldout_after > res.heldout_before, res.decision
+    assert '(4-fold cross-validated)' in res.decision
+    with pytest.raises(ValueError, match='gate_folds'):
+        OuterLoopConfig(gate_folds=0)
 
 
 def test_preference_memory_bounded_and_saved(tmp_path):
