@@ -32,14 +32,18 @@ def test_summary_means_use_the_seeds_both_conditions_have():
 def test_sweep_set_ups_are_within_the_template_ranges_and_task_specific():
     import pytest
 
-    from selfalign_reward.template import load_reference_template
+    from selfalign_reward.template import load_reference_template, parse_template
 
     spec = {s.name: s for s in load_reference_template('touch').params}
     for sweep in paper_table.SETUPS:
-        theta = paper_table.sweep_theta('touch', sweep)
+        # a set-up that starts from another template: its own table and initial values
+        file = paper_table.SETUP_TEMPLATES.get(sweep, {}).get('touch')
+        own = {s.name: s for s in parse_template(file.read_text()).params} if file else spec
+        theta = {**{n: s.init for n, s in own.items()}, **paper_table.sweep_theta('touch', sweep)}
         assert theta['force_threshold'] == 40.0  # above every touch force measured (17-27 N)
         for name, value in theta.items():
-            assert spec[name].lower <= value <= spec[name].upper, (sweep, name)
+            assert own[name].lower <= value <= own[name].upper, (sweep, name)
+    assert paper_table.sweep_theta('touch', 'standoff') == {}  # its template's own values
     assert paper_table.sweep_theta('touch', 'above-flat')['reach_sharpness'] == \
         spec['reach_sharpness'].lower
     assert paper_table.sweep_theta('touch', 'x10') == {'force_threshold': 10.0}
