@@ -27,9 +27,11 @@ Budgets (issue 11): touch 30k, grasp_lift 40k, push 100k env steps.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import multiprocessing as mp
+import os
 from pathlib import Path
 import statistics
 import sys
@@ -122,14 +124,17 @@ def load() -> list[dict[str, Any]]:
 
 
 def save(record: dict[str, Any]) -> None:
-    """Merge one cell into the results file (replacing the same task/condition/sweep/seed)."""
-    rows = [r for r in load() if _key(r) != _key(record)] + [record]
-    rows.sort(key=lambda r: (TASKS.index(r['task']), list(SWEEPS).index(r['sweep']),
-                             r['condition'], r['seed']))
+    """Merge one cell into the results file (replacing the same task/condition/sweep/seed).
+    Two invocations at once (two cores) each merge under a file lock."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS_JSON.with_suffix('.tmp')
-    tmp.write_text(json.dumps(rows, indent=1, default=lambda x: None) + '\n')
-    tmp.replace(RESULTS_JSON)
+    with open(RESULTS_JSON.with_suffix('.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [r for r in load() if _key(r) != _key(record)] + [record]
+        rows.sort(key=lambda r: (TASKS.index(r['task']), list(SWEEPS).index(r['sweep']),
+                                 r['condition'], r['seed']))
+        tmp = RESULTS_JSON.with_suffix(f'.{os.getpid()}.tmp')
+        tmp.write_text(json.dumps(rows, indent=1, default=lambda x: None) + '\n')
+        tmp.replace(RESULTS_JSON)
 
 
 def _pct(x: float | None) -> str:
