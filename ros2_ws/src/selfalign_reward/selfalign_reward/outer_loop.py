@@ -319,7 +319,7 @@ class Refit:
     """Why a failure-analysis proposal was not used ('' if used or none was asked)."""
     result: MHResult
     mh_s: float
-    """Wall time of the Metropolis–Hastings run alone, s."""
+    """Wall time of the Metropolis–Hastings runs alone (K + 1 with the K-fold gate), s."""
     theta: dict[str, float] = field(default_factory=dict)
     """θ to use from now on: the MAP when ``applied``, else the current θ unchanged."""
     applied: bool = False
