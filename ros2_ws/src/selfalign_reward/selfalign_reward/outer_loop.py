@@ -427,16 +427,16 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
 
     folds = loop.cfg.gate_folds if not used else 1  # an analysis keeps its own test (below)
     if folds > 1:  # every pair a test pair once, predicted by a fit made without it
-        held = (np.concatenate([fit[0], held[0]]), np.concatenate([fit[1], held[1]]))
-        fold = rng.permutation(len(held[0])) % folds
-        predicted = np.sign(r_before[held[0]] - r_before[held[1]])
+        win, lose = np.concatenate([fit[0], held[0]]), np.concatenate([fit[1], held[1]])
+        fold = rng.permutation(len(win)) % folds
+        predicted = np.sign(r_before[win] - r_before[lose])
         for k in range(folds):
             test = fold == k
             if test.any() and not test.all():
-                r_k = fn.episode_returns(prepared, fit_map(
-                    (held[0][~test], held[1][~test])).as_dict('map'))
-                predicted[test] = np.sign(r_k[held[0][test]] - r_k[held[1][test]])
-        fit = held  # the θ applied is fit on every pair
+                r_k = fn.episode_returns(prepared, fit_map((win[~test], lose[~test])).as_dict(
+                    'map'))
+                predicted[test] = np.sign(r_k[win[test]] - r_k[lose[test]])
+        fit = held = (win, lose)  # tested on every pair; the θ applied is fit on every pair
     result = fit_map(fit)
     mh_s = time.perf_counter() - t0
     proposal = result.as_dict('map')
@@ -452,7 +452,7 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     change = pair_change(r_before, r_after, *held)
     if folds > 1:  # the cross-validated figures: each pair as predicted without it
         held_after = float(predicted.mean()) if len(predicted) else 0.0
-        change = sign_change(np.sign(r_before[held[0]] - r_before[held[1]]), predicted)
+        change = sign_change(np.sign(r_before[win] - r_before[lose]), predicted)
     if used:
         applied = change.p_worse >= loop.cfg.analysis_gate_p
     else:
