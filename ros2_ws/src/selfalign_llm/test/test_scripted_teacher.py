@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from selfalign_llm.backends.scripted import (
+    failure_rule,
     mallows_dispersion,
     MODEL_NAME,
     noisy_ranking,
@@ -141,8 +142,28 @@ def test_failure_rule(make_episode):
     _, prop = client.analyze_failure('grasp_lift', grasp, grasp.initial_theta(), one_finger,
                                      0.0, 0.9)
     assert prop['grip_force'] < grasp.initial_theta()['grip_force']
+    assert prop['w_grip'] == pytest.approx(2.0)  # 'raise the grasp bonus', as the text says
     gripping = [make_episode('grasp_lift', approach=1.0, force=0.5, both=True, lift=0.01)]
     _, prop = client.analyze_failure('grasp_lift', grasp, grasp.initial_theta(), gripping,
                                      0.0, 0.9)
     assert prop == {'w_lift': pytest.approx(12.0)}
     assert all(client.transcript.records[i]['outcome'] == 'ok' for i in range(4))
+
+
+def test_failure_rule_takes_parameters_by_name_before_meaning():
+    """A parameter whose *meaning* mentions touching is not taken for the touch bonus: in the
+    touch stand-off template (benchmarks/templates/touch_standoff.py) the analysis used to
+    double ``approach_offset`` ('..., m (0: touching)') to its upper bound instead of raising
+    ``w_touch``."""
+    params = [
+        {'name': 'w_reach', 'value': 1.0, 'lower': 0.1, 'upper': 10.0,
+         'meaning': 'weight of the approach term'},
+        {'name': 'approach_offset', 'value': 0.05, 'lower': 0.0, 'upper': 0.1,
+         'meaning': 'finger-to-block distance the approach term aims for, m (0: touching)'},
+        {'name': 'w_touch', 'value': 2.0, 'lower': 0.1, 'upper': 20.0,
+         'meaning': 'bonus per step with a finger touching the block'},
+        {'name': 'force_threshold', 'value': 40.0, 'lower': 0.01, 'upper': 100.0,
+         'meaning': 'contact force counted as a touch, N'},
+    ]
+    _, prop = failure_rule('touch', params, [{'contact_force': np.zeros(10)}])
+    assert prop == {'force_threshold': pytest.approx(5.0), 'w_touch': pytest.approx(4.0)}

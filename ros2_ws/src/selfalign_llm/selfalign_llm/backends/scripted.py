@@ -208,12 +208,19 @@ class ScriptedTeacher:
         return '```json\n' + json.dumps({'analysis': analysis, 'parameters': proposal}) + '\n```'
 
 
-def _find(params: list[dict[str, Any]], *needles: str) -> dict[str, Any] | None:
-    """First parameter whose name or meaning contains all ``needles`` (case-insensitive)."""
-    for q in params:
-        text = f"{q['name']} {q.get('meaning', '')}".lower()
-        if all(n in text for n in needles):
-            return q
+def _find(params: list[dict[str, Any]], *needles: str,
+          exclude: tuple[dict[str, Any] | None, ...] = ()) -> dict[str, Any] | None:
+    """The parameter the ``needles`` (case-insensitive, all of them) name, not in ``exclude``.
+
+    Names are searched before meanings: in the touch stand-off template the meaning of
+    ``approach_offset`` mentions touching ('0: touching'), and a search of names and meanings
+    together took it for the touch bonus ``w_touch``.
+    """
+    candidates = [q for q in params if all(q is not e for e in exclude)]
+    for text_of in (lambda q: q['name'], lambda q: f"{q['name']} {q.get('meaning', '')}"):
+        for q in candidates:
+            if all(n in text_of(q).lower() for n in needles):
+                return q
     return None
 
 
@@ -233,10 +240,11 @@ def failure_rule(task: str, params: list[dict[str, Any]], feats: list[dict[str, 
     proposal: dict[str, float] = {}
     if not any(touched) or task == 'touch':
         thr = _find(params, 'threshold') or _find(params, 'force')
-        weight = _find(params, 'touch') or _find(params, 'contact')
+        weight = (_find(params, 'touch', exclude=(thr,))
+                  or _find(params, 'contact', exclude=(thr,)))
         if thr is not None:
             proposal[thr['name']] = _move(thr, 1 / 8)
-        if weight is not None and weight is not thr:
+        if weight is not None:
             proposal[weight['name']] = _move(weight, 2.0)
         analysis = ('The fingers come close to the block but the contact the reward counts is '
                     'rarely reached: the force threshold is above the forces a light touch '
@@ -253,10 +261,11 @@ def failure_rule(task: str, params: list[dict[str, Any]], feats: list[dict[str, 
     elif not any(float(np.max(f['both_fingers_contact_force'])) > tasks.GRASP_FORCE_N
                  for f in feats):
         thr = _find(params, 'force')
-        grip = _find(params, 'grip') or _find(params, 'grasp')
+        grip = (_find(params, 'grip', exclude=(thr,))
+                or _find(params, 'grasp', exclude=(thr,)))
         if thr is not None:
             proposal[thr['name']] = _move(thr, 1 / 4)
-        if grip is not None and grip is not thr:
+        if grip is not None:
             proposal[grip['name']] = _move(grip, 2.0)
         analysis = ('The fingers touch the block but never hold it with both fingers at the '
                     'force the reward asks for, so the grasp term is never paid. Lower the '
