@@ -229,6 +229,8 @@ def plot(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
+    from selfalign_reward.outer_loop import OuterLoopConfig  # the product's gate defaults
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--tasks', default=','.join(TASKS))
     ap.add_argument('--seeds', type=int, default=3, help='seeds 0..N-1')
@@ -241,10 +243,10 @@ def main() -> None:
     ap.add_argument('--update-every', type=int, default=2000,
                     help='reward_update_every_steps of the self-alignment runs')
     ap.add_argument('--num-ranked', type=int, default=8)
-    ap.add_argument('--update-gate-p', type=float, default=1.0,
+    ap.add_argument('--update-gate-p', type=float, default=OuterLoopConfig.update_gate_p,
                     help='sign-test level an ordinary re-fit must reach on the held-out pairs '
                     '(OuterLoopConfig.update_gate_p; 1: better agreement alone)')
-    ap.add_argument('--gate-folds', type=int, default=1,
+    ap.add_argument('--gate-folds', type=int, default=OuterLoopConfig.gate_folds,
                     help='1: one fixed held-out split; K >= 2: K-fold cross-validated gate '
                     '(OuterLoopConfig.gate_folds)')
     ap.add_argument('--mh-samples', type=int, default=2000)

@@ -86,10 +86,10 @@ class ExperimentConfig:
     """Success rate at/below which an agreeing reward triggers failure analysis."""
     success_window: int = 20
     """Recent (evaluation) episodes the outer loop's success rate is computed over."""
-    update_gate_p: float = 1.0
+    update_gate_p: float = OuterLoopConfig.update_gate_p
     """Sign-test level an ordinary re-fit must reach on the held-out pairs it orders
     differently (``OuterLoopConfig.update_gate_p``; 1: better agreement alone)."""
-    gate_folds: int = 1
+    gate_folds: int = OuterLoopConfig.gate_folds
     """1: one fixed held-out split; K >= 2: K-fold cross-validated gate
     (``OuterLoopConfig.gate_folds``)."""
     # ---- learner ----

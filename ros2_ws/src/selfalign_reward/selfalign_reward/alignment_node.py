@@ -27,11 +27,11 @@ Parameters:
       when it orders the held-out pairs of all kept rankings better (outer_loop.refit_theta).
   analysis_gate_p (float): a failure-analysis update is held back only when it orders the
       held-out pairs worse at this one-sided sign-test level.
-  update_gate_p (float): an ordinary re-fit must also order more of the held-out pairs it
-      changes better than worse at this one-sided sign-test level (1: better agreement alone).
-  gate_folds (int): 1: the held-out test uses one fixed split; K >= 2: K-fold
-      cross-validation over every pair (K extra MH runs per update; the θ applied is fit on all
-      pairs).
+  update_gate_p (float, 0.05): an ordinary re-fit must also order more of the held-out pairs
+      it changes better than worse at this one-sided sign-test level (1: better agreement
+      alone).
+  gate_folds (int, 4): K >= 2: K-fold cross-validation over every pair (K extra MH runs per
+      update; the θ applied is fit on all pairs); 1: one fixed held-out split.
   max_rankings (int): LLM rankings kept and fitted together (oldest dropped).
   run_dir (str): the schedule is kept in <run_dir>/alignment_state.json and the rankings in
       <run_dir>/alignment_preferences.npz ('' = nowhere).
@@ -129,12 +129,13 @@ class AlignmentNode(Node):
                 'sign-test level at which a failure-analysis update that orders held-out '
                 'pairs worse is held back', 0.0, 1.0),
             update_gate_p=_float_param(
-                self, 'update_gate_p', 1.0,
+                self, 'update_gate_p', OuterLoopConfig.update_gate_p,
                 'sign-test level an ordinary re-fit must reach on the held-out pairs it orders '
                 'differently (1: better agreement alone)', 0.0, 1.0),
             gate_folds=_int_param(
-                self, 'gate_folds', 1, '1: one fixed held-out split; K >= 2: every pair '
-                'predicted by a fit made without it (K-fold cross-validation)', 1, 20))
+                self, 'gate_folds', OuterLoopConfig.gate_folds,
+                'K >= 2: every pair predicted by a fit made without it (K-fold '
+                'cross-validation); 1: one fixed held-out split', 1, 20))
         cfg = OuterLoopConfig(**{**cfg.__dict__,
                                  'candidate_window': max(cfg.candidate_window, cfg.num_ranked)})
         self.mh_samples = _int_param(self, 'mh_samples', 10_000, 'MH samples kept after burn-in',

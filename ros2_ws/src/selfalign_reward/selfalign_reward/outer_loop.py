@@ -76,18 +76,18 @@ class OuterLoopConfig:
     """a failure-analysis update is held back only when it orders the held-out pairs worse
     at this one-sided sign-test level (``alignment.pair_change``); the analysis is evidence the
     rankings do not carry, so agreement that is merely not better does not veto it"""
-    update_gate_p: float = 1.0
+    update_gate_p: float = 0.05
     """an ordinary re-fit (no failure analysis) is applied only when it orders the held-out
     pairs better than the current θ and, of the pairs it orders differently, more better than
     worse at this one-sided sign-test level (1: better agreement alone is enough)"""
 
-    gate_folds: int = 1
-    """How an ordinary re-fit is tested on pairs it was not fit on. 1: one fixed held-out split
-    (``heldout_fraction`` of each ranking's pairs; the re-fit is fit on the rest). K >= 2:
-    K-fold cross-validation over every pair of every kept ranking — each pair is predicted by a
-    fit made without it (K extra Metropolis–Hastings runs), and the θ applied is fit on all
-    pairs. With few pairs the fixed split tests on a handful that a re-fit barely changes;
-    cross-validation tests on all of them (docs/method.md)."""
+    gate_folds: int = 4
+    """How an ordinary re-fit is tested on pairs it was not fit on. K >= 2 (default 4): K-fold
+    cross-validation over every pair of every kept ranking — each pair is predicted by a fit
+    made without it (K extra Metropolis–Hastings runs), and the θ applied is fit on all pairs.
+    1: one fixed held-out split (``heldout_fraction`` of each ranking's pairs; the re-fit is fit
+    on the rest), the rule before 2026-12-07. With few pairs the fixed split tests on a handful
+    that a re-fit barely changes; cross-validation tests on all of them (docs/method.md)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.heldout_fraction < 1.0:

@@ -199,12 +199,12 @@ def test_refit_keeps_theta_when_held_out_agreement_does_not_improve():
 
 def test_an_ordinary_refit_can_be_required_to_win_a_sign_test():
     """With ``update_gate_p`` 0.05 a re-fit that orders 2 of 6 held-out pairs better and none
-    worse (p 0.25) waits; the next ranking's 5 better, 0 worse (p 0.03) passes. With the
-    default (1) better agreement alone applies the first."""
+    worse (p 0.25) waits; the next ranking's 5 better, 0 worse (p 0.03) passes. With 1
+    (better agreement alone) the first is applied. One fixed held-out split here."""
     fn = RewardFunction(load_reference_template('push'))
     for gate, applied in ((1.0, [True]), (0.05, [False, True])):
         rng = np.random.default_rng(0)
-        loop = OuterLoop(OuterLoopConfig(num_ranked=8, update_gate_p=gate))
+        loop = OuterLoop(OuterLoopConfig(num_ranked=8, update_gate_p=gate, gate_folds=1))
         theta = fn.theta_dict(None)
         for k, want in enumerate(applied):
             res = refit(loop, fn, theta, eps := push_episodes(rng), progress_ranks(eps), seed=k)
