@@ -150,13 +150,24 @@ def _steps(rs: list[dict[str, Any]]) -> str:
     return txt + (f' ({len(reached)}/{len(vals)} seeds)' if len(reached) < len(vals) else '')
 
 
+def gate_label(r: dict[str, Any]) -> str:
+    """How a self-aligned row's updates were gated ('' for a fixed row): 'CV4 p0.05' for the
+    4-fold cross-validated gate with the sign test, 'split' for one held-out split with better
+    agreement alone (rows before those settings were recorded used that one)."""
+    if r['condition'] != 'selfalign':
+        return ''
+    s = r.get('settings', {})
+    folds, p = s.get('gate_folds', 1), s.get('update_gate_p', 1.0)
+    return ('split' if folds == 1 else f'CV{folds}') + (f' p{p:g}' if p < 1 else '')
+
+
 def report(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown tables (per cell, then summary per task and sweep); printed and returned."""
     out = ['### Per run (DrQ-v2 state obs, scripted teacher at mistake rate 0.1)', '',
            '| task | sweep | condition | seed | steps to 90 % | best / final success | '
            'θ key: initial -> final | applied / tried updates | max drop after update | '
-           'LLM calls / tokens | learner update every | commit |',
-           '|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|']
+           'LLM calls / tokens | learner update every | update gate | commit |',
+           '|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|']
     for r in rows:
         k = KEY_PARAM[r['task']]
         out.append(
@@ -166,7 +177,8 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
             f'{_pct(r["final_success"])} | {k} {r["initial_theta"].get(k, math.nan):.3g} -> '
             f'{r["final_theta"].get(k, math.nan):.3g} | {r["updates"]} / {r["updates_tried"]} | '
             f'{_pct(r["max_drop_after_update"])} | {r["llm_calls"]} / {r["llm_tokens"]} | '
-            f'{r.get("settings", {}).get("update_every_steps", 2)} | {r["commit"]} |')
+            f'{r.get("settings", {}).get("update_every_steps", 2)} | {gate_label(r)} | '
+            f'{r["commit"]} |')
     out += ['', '### Summary (mean over the seeds both conditions have run)', '',
             '| task | sweep | seeds | fixed: steps to 90 % | self-align: steps to 90 % | '
             'fixed: final success | self-align: final success | worst drop after an update |',

@@ -49,3 +49,20 @@ def test_sweep_set_ups_are_within_the_template_ranges_and_task_specific():
     assert paper_table.sweep_theta('touch', 'x10') == {'force_threshold': 10.0}
     with pytest.raises(ValueError, match='above-flat'):
         paper_table.sweep_theta('push', 'above-flat')
+
+
+def test_each_self_aligned_row_says_which_update_gate_it_ran_under():
+    """Rows measured before the gate settings were recorded ran under one held-out split; the
+    report says so, so rows measured under different gates are not mistaken for one method."""
+    old = _row('selfalign', 0, 7000, 1.0)  # no settings recorded
+    new = {**_row('selfalign', 1, 5000, 1.0),
+           'settings': {'gate_folds': 4, 'update_gate_p': 0.05}}
+    sign = {**_row('selfalign', 2, 5000, 1.0), 'settings': {'update_gate_p': 0.05}}
+    assert [paper_table.gate_label(r) for r in (old, new, sign, _row('fixed', 0, 1, 1.0))] == \
+        ['split', 'CV4 p0.05', 'split p0.05', '']
+    lines = paper_table.report([old, new])
+    header = next(ln for ln in lines if ln.startswith('| task | sweep | condition |'))
+    col = [c.strip() for c in header.strip('|').split('|')].index('update gate')
+    rows = [ln for ln in lines if ln.startswith('| touch | paper | selfalign |')]
+    assert [[c.strip() for c in ln.strip('|').split('|')][col] for ln in rows] == \
+        ['split', 'CV4 p0.05']
