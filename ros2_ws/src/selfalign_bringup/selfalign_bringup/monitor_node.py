@@ -86,6 +86,11 @@ MARKER_PERIOD_S = 0.1
 #: The first plot is drawn no earlier than this after the monitor starts, s (then at most every
 #: plot_min_interval_s).
 FIRST_PLOT_AFTER_S = 10.0
+#: The recorder takes what arrived at most this often (wall time), s; the recorded
+#: subscriptions' history (RECORD_DEPTH) must hold that long of messages.
+RECORD_BATCH_S = 0.05
+#: History depth of the recorded subscriptions (per topic).
+RECORD_DEPTH = 200
 #: The recording is flushed to complete chunks this often (what a SIGKILL can lose), s.
 FLUSH_EVERY_S = 2.0
 #: How long a video waits for the camera frames of its episode's last steps, s.
@@ -175,7 +180,7 @@ class MonitorNode(Node):
             for topic, type_name in topics.items():
                 full = self.resolve_topic_name(topic)  # the recording names the real topic
                 self._recorder.add_topic(full, type_name)
-                qos = LATCHED if topic == N.REWARD_SPEC else 50
+                qos = LATCHED if topic == N.REWARD_SPEC else RECORD_DEPTH
                 self._recorded.append((full, PolledSubscription(self, _type_of(type_name),
                                                                 topic, qos, raw=True)))
         # Plotting takes ~1 s of matplotlib: never in a callback. Requests coalesce.
@@ -190,6 +195,7 @@ class MonitorNode(Node):
         self._marker_thread.start()
         self._record_lock = threading.Lock()
         self._record_thread = None
+        self.record_wakeups = 0  # times the recorder thread woke to write (a test reads it)
         if self._recorded:
             self._record_thread = threading.Thread(target=self._record_loop, daemon=True)
             self._record_thread.start()
@@ -200,9 +206,12 @@ class MonitorNode(Node):
     def _record_loop(self):
         group = PollGroup(self, [sub for _, sub in self._recorded])
         while not self._closing.is_set():
-            ready = set(group.ready(0.2))
-            if ready:
-                self._record_waiting(ready)
+            if group.ready(0.2):
+                self.record_wakeups += 1
+                # let a batch arrive: one wake-up per RECORD_BATCH_S instead of one per message
+                # (each wake-up takes the GIL from the training thread in the embedded run)
+                self._closing.wait(RECORD_BATCH_S)
+                self._record_waiting()
 
     def _record_waiting(self, only=None):
         """Write every recorded message waiting (on the ``only`` subscriptions), in the order
