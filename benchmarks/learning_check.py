@@ -17,8 +17,10 @@ Prints a markdown table per task (eval success vs env steps per seed) and writes
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 import subprocess
 import time
@@ -112,19 +114,26 @@ def load() -> list[dict[str, Any]]:
     return json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
 
 
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """The JSON list at ``path`` ([] if absent); NaN written by older scripts reads as None."""
+    return json.loads(path.read_text(), parse_constant=lambda c: None) if path.exists() else []
+
+
 def merge_row(path: Path, record: dict[str, Any], fields: tuple[str, ...],
               order: Any = None) -> None:
     """Merge ``record`` into the JSON list at ``path``, replacing the row with the same
-    ``fields``; rows sorted by ``order`` if given; written atomically."""
+    ``fields``; rows sorted by ``order`` if given. Runs at once (two cores) each merge under a
+    file lock beside ``path``; written atomically (NaN as null)."""
     key = tuple(record[f] for f in fields)
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in rows if tuple(r[f] for f in fields) != key] + [record]
-    if order is not None:
-        rows.sort(key=order)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(json.dumps(rows, indent=1) + '\n')
-    tmp.replace(path)
+    with open(path.with_suffix('.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [r for r in load_rows(path) if tuple(r[f] for f in fields) != key] + [record]
+        if order is not None:
+            rows.sort(key=order)
+        tmp = path.with_suffix(f'.{os.getpid()}.tmp')
+        tmp.write_text(json.dumps(rows, indent=1, default=lambda x: None) + '\n')
+        tmp.replace(path)
 
 
 def save(record: dict[str, Any]) -> None:

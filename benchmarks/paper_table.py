@@ -27,11 +27,8 @@ Budgets (issue 11): touch 30k, grasp_lift 40k, push 100k env steps.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import math
 import multiprocessing as mp
-import os
 from pathlib import Path
 import statistics
 import sys
@@ -39,7 +36,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_check import commit, steps_to  # noqa: E402
+from learning_check import commit, load_rows, merge_row, steps_to  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / 'out'
 RUNS = OUT / 'paper_runs'
@@ -119,22 +116,14 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
 
 
 def load() -> list[dict[str, Any]]:
-    return json.loads(RESULTS_JSON.read_text(), parse_constant=lambda c: None) \
-        if RESULTS_JSON.exists() else []
+    return load_rows(RESULTS_JSON)
 
 
 def save(record: dict[str, Any]) -> None:
-    """Merge one cell into the results file (replacing the same task/condition/sweep/seed).
-    Two invocations at once (two cores) each merge under a file lock."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS_JSON.with_suffix('.lock'), 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = [r for r in load() if _key(r) != _key(record)] + [record]
-        rows.sort(key=lambda r: (TASKS.index(r['task']), list(SWEEPS).index(r['sweep']),
-                                 r['condition'], r['seed']))
-        tmp = RESULTS_JSON.with_suffix(f'.{os.getpid()}.tmp')
-        tmp.write_text(json.dumps(rows, indent=1, default=lambda x: None) + '\n')
-        tmp.replace(RESULTS_JSON)
+    """Merge one cell into the results file (replacing the same task/condition/sweep/seed)."""
+    merge_row(RESULTS_JSON, record, ('task', 'condition', 'sweep', 'seed'),
+              lambda r: (TASKS.index(r['task']), list(SWEEPS).index(r['sweep']),
+                         r['condition'], r['seed']))
 
 
 def _pct(x: float | None) -> str:

@@ -66,3 +66,30 @@ def test_each_self_aligned_row_says_which_update_gate_it_ran_under():
     rows = [ln for ln in lines if ln.startswith('| touch | paper | selfalign |')]
     assert [[c.strip() for c in ln.strip('|').split('|')][col] for ln in rows] == \
         ['split', 'CV4 p0.05']
+
+
+def _merge_many(path: str, worker: int, n: int) -> None:
+    import learning_check
+
+    for i in range(n):
+        learning_check.merge_row(Path(path), {'task': 'push', 'seed': 100 * worker + i,
+                                              'change': 'x', 'steps_to_90': None},
+                                 ('task', 'seed', 'change'))
+
+
+def test_two_runs_merging_results_at_once_lose_no_row(tmp_path):
+    """paper_table.py --jobs 2 and two trials.py at once write the same results file: each
+    merge reads, replaces its row and writes; without the file lock one run's row vanished."""
+    import json
+    import multiprocessing as mp
+
+    path = tmp_path / 'push_trials.json'
+    procs = [mp.get_context('fork').Process(target=_merge_many, args=(str(path), w, 60))
+             for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    seeds = sorted(r['seed'] for r in json.loads(path.read_text()))
+    assert seeds == sorted([*range(60), *range(100, 160)])
