@@ -7,6 +7,7 @@ episode, so start-up (imports, DDS discovery, the LLM proposal) is excluded and 
 separately (with start-up and shutdown, CPU is in its own column).
 
     python benchmarks/run_speed.py [--steps 2000] [--task touch] [--before REV] [--repeats N]
+                                   [--pinned]
 
 ``--before REV`` measures the same three routes on commit REV too, in the same run: a git
 worktree of REV is built (colcon, the same venv) in a temporary directory and every route runs
@@ -89,8 +90,8 @@ def tree_cpu_s(root: int) -> float:
     return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
-def ros_route(mode: str, task: str, steps: int, every: int, tree: Path = ROOT
-               ) -> dict[str, float]:
+def ros_route(mode: str, task: str, steps: int, every: int, tree: Path = ROOT,
+              prefix: tuple[str, ...] = ()) -> dict[str, float]:
     """One run of ``selfalign train|launch``. Its rate is taken between the first and the last
     logged episode, and so is its CPU per step (the CPU of the process tree, sampled from /proc
     when each episode row appears), as the bare trainer's is after its first episode; start-up
@@ -99,7 +100,7 @@ def ros_route(mode: str, task: str, steps: int, every: int, tree: Path = ROOT
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.Popen(
-        [str(tree / 'bin' / 'selfalign'), mode, '--task', task, '--steps', str(steps),
+        [*prefix, str(tree / 'bin' / 'selfalign'), mode, '--task', task, '--steps', str(steps),
          '--run-dir', str(run), '--no-progress',
          '--set', f'alignment_node.reward_update_every_steps={every}',
          '--set', 'alignment_node.num_ranked=4',
@@ -165,7 +166,12 @@ def main() -> None:
     parser.add_argument('--before', metavar='REV', help='also measure commit REV (worktree)')
     parser.add_argument('--repeats', type=int, default=1,
                         help='runs of every route, interleaved; the table shows medians')
+    parser.add_argument('--pinned', action='store_true',
+                        help='also run the embedded route confined to one CPU (taskset): its '
+                             'threads then hand the GIL over on one core (docs/performance.md)')
     ns = parser.parse_args()
+    cpu = min(os.sched_getaffinity(0))
+    pinned = f'embedded, pinned to one CPU (taskset -c {cpu})'
     every = max(ns.steps // 2, 400)
     trees = [('', ROOT)]
     if ns.before:
@@ -179,6 +185,9 @@ def main() -> None:
                 ros_route('train', ns.task, ns.steps, every, tree))
             runs.setdefault(f'{label}multi-process: selfalign launch', []).append(
                 ros_route('launch', ns.task, ns.steps, every, tree))
+            if ns.pinned and not label:
+                runs.setdefault(pinned, []).append(ros_route(
+                    'train', ns.task, ns.steps, every, tree, ('taskset', '-c', str(cpu))))
     rows = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
             for name, rs in runs.items()}
     if ns.before:
@@ -202,7 +211,9 @@ def main() -> None:
     for label, _ in trees:
         bare = rows[f'{label}bare trainer on the gym env (no ROS)']
         for route in ('embedded: selfalign train (one process)',
-                      'multi-process: selfalign launch'):
+                      'multi-process: selfalign launch', pinned):
+            if f'{label}{route}' not in rows:
+                continue
             r = rows[f'{label}{route}']
             print(f'{label}{route}: {r["steps_per_s"] / bare["steps_per_s"]:.0%} of the bare '
                   f'trainer\'s env steps/s, {r["cpu_s_per_10k"] / bare["cpu_s_per_10k"]:.1f}x '
