@@ -262,6 +262,8 @@ def main() -> None:
     ap.add_argument('--hidden', type=int, default=256)
     ap.add_argument('--lr', type=float, default=3e-4)
     ap.add_argument('--std-steps', type=int, default=30_000)
+    ap.add_argument('--critic-tau', type=float, default=None,
+                    help="critic_target_tau of the learner (default: ExperimentConfig's)")
     ap.add_argument('--run-root', default='', help='also write a RunDir per run here')
     ap.add_argument('--skip-done', action='store_true',
                     help='skip cells already in benchmarks/results/paper_table.json')
@@ -287,6 +289,8 @@ def main() -> None:
                      'update_every_steps': args.learner_update_every,
                      'lr': args.lr, 'stddev_steps': args.std_steps, 'run_root': args.run_root,
                      'num_threads': 1, 'verbose': not args.quiet}
+        if args.critic_tau is not None:  # recorded in the rows' settings only when chosen
+            overrides['critic_target_tau'] = args.critic_tau
         seeds = range(args.seed_start, args.seed_start + args.seeds)
         # seed-major order: every task's first seed finishes before any task's second
         jobs = [(t, s, c, w, args.steps or BUDGETS[t], overrides)

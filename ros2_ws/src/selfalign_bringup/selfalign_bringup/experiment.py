@@ -104,6 +104,8 @@ class ExperimentConfig:
     """Uniform random actions before the policy acts."""
     stddev_steps: int = 30_000
     """Env steps of the exploration-noise decay linear(1.0, 0.1, N)."""
+    critic_target_tau: float = 0.01
+    """Soft target-critic update rate (DrQ-v2's 0.01; docs/tasks.md: 0.005 on push)."""
     batch_size: int = 256
     """Transitions per gradient update."""
     eval_every_steps: int = 1_000
@@ -373,6 +375,7 @@ def run_config(cfg: ExperimentConfig) -> ExperimentResult:
         'agent': {'hidden_dim': cfg.hidden_dim, 'lr': cfg.lr,
                   'update_every_steps': cfg.update_every_steps,
                   'num_expl_steps': cfg.num_expl_steps, 'stddev_steps': cfg.stddev_steps,
+                  'critic_target_tau': cfg.critic_target_tau,
                   'batch_size': cfg.batch_size, 'num_threads': cfg.num_threads},
         'replay': {'capacity': max(cfg.total_env_steps + 2_000, 10_000)},
         'trainer': {'seed': cfg.seed, 'eval_every_steps': cfg.eval_every_steps,

@@ -20,7 +20,8 @@ Parameters:
     resume (bool, false): continue from <run_dir>/checkpoint.pt if it exists.
     checkpoint_every_steps (int, 10000), eval_every_steps (int, 5000), eval_episodes (int, 5).
     hidden_dim (int, 256), lr (double, 3e-4), batch_size (int, 256), num_expl_steps (int, 2000),
-    update_every_steps (int, 1), stddev_steps (int, 30000), replay_capacity (int, 100000),
+    update_every_steps (int, 1), stddev_steps (int, 30000), critic_target_tau (double, 0.01),
+    replay_capacity (int, 100000),
     replay_memory_mb (int, 0): size the replay from a memory budget instead (pixels: ~21 KB a
         transition, so 2048 MiB hold ~100k); the capacity it implies is logged, and a budget
         that holds fewer than two episodes or exceeds the memory available is refused naming
@@ -167,6 +168,9 @@ def _specs() -> list[tuple[str, Any, ParameterDescriptor]]:
                                         'for pixels)', 1, 100, True)),
         ('stddev_steps', 30000, _desc('env steps of the exploration std schedule '
                                       'linear(1.0, 0.1, N)', 1, 10**9, True)),
+        ('critic_target_tau', 0.01, _desc('soft update rate of the target critic per update '
+                                          "(DrQ-v2's 0.01; 0.005 learned the oracle push on 3 "
+                                          'of 3 seeds: docs/tasks.md)', 1e-4, 1.0)),
         ('replay_capacity', 100000, _desc('replay slots', 16, 10**8, True)),
         ('replay_memory_mb', 0, _desc('size the replay from this memory budget, MiB (the '
                                       'capacity it implies is logged); 0 = use '
@@ -314,8 +318,8 @@ class RobotPolicyNode(Node):
     #: ``polled``): training waits for every step; deploy's watchdog needs callbacks
     POLL_STATE = False
 
-    def __init__(self, node_name: str, own: frozenset[str]) -> None:
-        super().__init__(node_name)
+    def __init__(self, node_name: str, own: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)  # Node options: parameter_overrides, cli_args
         p = self._declare(COMMON | own)
         self._p = p
         self.exit_code = 0  # non-zero after a fatal error (main() exits with it)
@@ -395,7 +399,8 @@ class RobotPolicyNode(Node):
                 'agent': {'hidden_dim': p['hidden_dim'], 'lr': p['lr'],
                           'batch_size': p['batch_size'], 'num_expl_steps': p['num_expl_steps'],
                           'update_every_steps': p['update_every_steps'],
-                          'stddev_steps': p['stddev_steps'], 'device': p['device']},
+                          'stddev_steps': p['stddev_steps'],
+                          'critic_target_tau': p['critic_target_tau'], 'device': p['device']},
                 'replay': {'capacity': self._replay_capacity(p)},
                 'trainer': {'total_env_steps': p['total_env_steps'], 'seed': p['seed'],
                             'eval_every_steps': p['eval_every_steps'],
@@ -518,8 +523,8 @@ class PolicyNode(RobotPolicyNode):
 
     POLL_STATE = True
 
-    def __init__(self) -> None:
-        super().__init__('policy_node', TRAINING)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('policy_node', TRAINING, **kwargs)
         self.cfg = self._drqv2_config(self._p)
         self.get_logger().info(f'policy_node: {json.dumps(self._p)}; '
                                f'config {self.cfg.to_dict()}')

@@ -270,3 +270,27 @@ def test_a_replay_budget_that_cannot_fit_is_refused_naming_the_parameter(budget,
         out = policy.output()
     assert code == 2, out[-2000:]
     assert 'replay_memory_mb' in out and words in out and 'Traceback' not in out
+
+
+@pytest.mark.ros
+def test_the_target_critic_rate_is_a_parameter_the_learner_gets(tmp_path):
+    """critic_target_tau (docs/tasks.md: 0.005 learned the oracle push on 3 of 3 seeds) goes
+    from the node's parameters into the agent's soft target update."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from selfalign_policy.policy_node import PolicyNode
+
+    rclpy.init()
+    try:
+        default = PolicyNode()
+        tuned = PolicyNode(parameter_overrides=[Parameter('critic_target_tau', value=0.005)])
+        try:
+            assert default.cfg.agent.critic_target_tau == 0.01
+            assert tuned.cfg.agent.critic_target_tau == 0.005
+        finally:
+            for node in (default, tuned):
+                node.close()
+                node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
