@@ -111,7 +111,7 @@ def _job(args: tuple) -> dict[str, Any]:
 
 
 def load() -> list[dict[str, Any]]:
-    return json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else []
+    return load_rows(RESULTS_JSON)
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:

@@ -213,14 +213,11 @@ class MonitorNode(Node):
                 self._closing.wait(RECORD_BATCH_S)
                 self._record_waiting()
 
-    def _record_waiting(self, only=None):
-        """Write every recorded message waiting (on the ``only`` subscriptions), in the order
-        they arrived."""
+    def _record_waiting(self):
+        """Write every recorded message waiting, in the order they arrived."""
         with self._record_lock:
             taken = []
             for topic, sub in self._recorded:
-                if only is not None and sub not in only:
-                    continue
                 while (got := sub.take_with_info()) is not None:
                     taken.append((got[1].get('received_timestamp', 0), topic, got[0]))
             now = self.get_clock().now().nanoseconds
