@@ -68,8 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True)
     for command, text in (('train', 'train a task with every node in one process'),
                           ('launch', 'train a task with every node in its own process')):
-        _add_run_options(sub.add_parser(command, help=text,
-                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+        t = sub.add_parser(command, help=text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        _add_run_options(t)
+        if command == 'train':
+            t.add_argument('--no-link', action='store_true',
+                           help='the policy steps the in-process simulator bridge over DDS, '
+                           'as separate processes do (default: directly, every topic still '
+                           'published; docs/performance.md)')
     return parser
 
 
@@ -311,6 +317,30 @@ def _run_bridge(spin: Any, node: Any, executor: Any, stop: threading.Event) -> N
         rclpy.try_shutdown(context=node.context)
 
 
+def _link_in_process(nodes: dict[str, Any]) -> list[Any]:
+    """Let the policy step each in-process lockstep bridge of its arms directly
+    (``PyBulletBridge.link``, ``ArmPort.link``): the command and the state are still published
+    for every other node, but the lockstep round trip through DDS is gone. Arms whose bridge
+    is realtime or rehearses faults, or whose port takes pixels or key frames, keep the DDS
+    path. Call
+    before the bridges and the executor spin. Returns the linked bridges."""
+    from selfalign_bringup.pybullet_bridge import PyBulletBridge
+    from selfalign_policy.policy_node import PolicyNode
+
+    bridges = {n.get_namespace(): n for n in nodes.values() if isinstance(n, PyBulletBridge)}
+    linked = []
+    for policy in (n for n in nodes.values() if isinstance(n, PolicyNode)):
+        for port in policy.ports:
+            ns = '/'.join(filter(None, (policy.get_namespace().rstrip('/'), port.name))) or '/'
+            bridge = bridges.get(ns)
+            if (bridge is None or bridge.cfg.mode != 'lockstep' or bridge.rehearsing
+                    or port.key_frames is not None or 'image' in port.sync.kinds):
+                continue
+            port.link(bridge.link())
+            linked.append(bridge)
+    return linked
+
+
 def train(ns: argparse.Namespace) -> int:
     """Every node in this process: the bridges each on their own thread (their lockstep wait
     set, as in their own process), the others on one MultiThreadedExecutor (spun on a
@@ -346,8 +376,15 @@ def train(ns: argparse.Namespace) -> int:
             nodes[key] = _node_class(plan.name)(**_instance_options(plan, namespace))
         nodes['_progress'] = rclpy.create_node('selfalign_train_progress')
         progress = Progress(nodes['_progress'], steps, run.last_env_step(), not ns.no_progress)
-        # one /clock subscription for every node, off the shared executor
-        sim_clock = SharedSimClock(nodes['_progress'], list(nodes.values()))
+        linked = [] if ns.no_link else _link_in_process(nodes)
+        # the nodes' clocks follow sim time, off the shared executor: set by the /clock
+        # bridge as it publishes when it is linked, else from one /clock subscription
+        clock_bridge = next((n for n in nodes.values() if isinstance(n, PyBulletBridge)
+                             and n.cfg.publish_clock and n in linked), None)
+        sim_clock = SharedSimClock(nodes['_progress'], list(nodes.values()),
+                                   subscribe=clock_bridge is None)
+        if clock_bridge is not None:
+            clock_bridge.clock_listeners.append(sim_clock.feed)
         for key, node in nodes.items():
             if not isinstance(node, PyBulletBridge):
                 executor.add_node(node)

@@ -47,6 +47,13 @@ Subscribes:
     selfalign/reset_episode (service, selfalign_interfaces/srv/ResetEpisode): seed in, stamped
         initial state out (also published on the state topics).
 
+In-process link (``link``; the embedded ``selfalign train`` uses it): a client in the same
+process steps the lockstep bridge by calling the function ``link`` returns, with the same two
+command messages it publishes, and gets the state messages back at once. Every state topic is
+still published (monitor, reward, recording); the bridge stops taking commands from its topics,
+so each command steps the simulator once. Saves the lockstep round trip through DDS (two
+thread wake-ups, serialising and taking six messages a step).
+
 Publishes:
     joint_states (sensor_msgs/JointState): 7 arm + 2 finger joints; finger effort = pad force N.
     ee_pose (geometry_msgs/PoseStamped): fingertip centre, base_link.
@@ -62,6 +69,7 @@ Publishes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import threading
 import time
 from typing import Any
@@ -150,6 +158,10 @@ class PyBulletBridge(Node):
             self._timer = self.create_timer(self.cfg.control_period_s, self._on_tick,
                                             clock=RosClock(clock_type=ClockType.STEADY_TIME))
         self._had_twist = False
+        #: called with each /clock message as it is published (the embedded run's clocks)
+        self.clock_listeners: list[Callable[[Clock], None]] = []
+        #: serialises a linked client's steps (its thread) with resets (the bridge's thread)
+        self._step_lock = threading.Lock()
 
         self._publish(self._reset_episode(self.cfg.seed), goal=True)
         self.get_logger().info(f'pybullet_bridge ready: {self.cfg}')
@@ -293,6 +305,33 @@ class PyBulletBridge(Node):
                                              self.cfg.gripper_max_width_m, rng)
         return stepped
 
+    # ------------------------------------------------------------------ in-process link
+    @property
+    def rehearsing(self) -> bool:
+        """Realtime with injected command latency / jitter / drops (rehearsal_*)."""
+        return self._timeline is not None
+
+    def link(self) -> Callable[[Float64MultiArray, TwistStamped], dict[str, Any]]:
+        """Step this bridge from a client in the same process (module docstring): returns
+        ``step(gripper_msg, twist_msg) -> state messages by kind`` (``_publish``'s dict).
+
+        Lockstep without rehearsal only; call before the bridge is spun (``spin_lockstep``
+        reads ``command_subscriptions`` once). The command subscriptions are destroyed: a
+        command that also arrived over DDS would step the simulator a second time.
+        """
+        if not self._core.lockstep or self.rehearsing:
+            raise ValueError(f'link: mode={self.cfg.mode!r}; an in-process link steps a '
+                             'lockstep bridge (mode:=lockstep, no rehearsal_*)')
+        for sub, _ in self.command_subscriptions:
+            self.destroy_subscription(sub)
+        self.command_subscriptions = []
+        return self._linked_step
+
+    def _linked_step(self, gripper: Float64MultiArray, twist: TwistStamped) -> dict[str, Any]:
+        with self._step_lock:
+            self._on_gripper(gripper)
+            return self._on_twist(twist) or {}
+
     # ------------------------------------------------------------------ callbacks
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         try:
@@ -304,25 +343,24 @@ class PyBulletBridge(Node):
         except ValueError as e:
             self.get_logger().warn(f'ignored gripper command: {e}', throttle_duration_sec=2.0)
 
-    def _on_twist(self, msg: TwistStamped) -> None:
+    def _on_twist(self, msg: TwistStamped) -> dict[str, Any] | None:
         try:
             v = M.twist_linear(msg)
         except ValueError as e:
             self.get_logger().warn(f'refused twist: {e}; holding the arm',
                                    throttle_duration_sec=2.0)
             if not self._core.lockstep or self._timeline is not None:
-                return  # real time: the timer holds the arm once commands go stale
+                return None  # real time: the timer holds the arm once commands go stale
             v = np.zeros(3)  # lockstep: a step at rest, so the client still gets its state
         self._had_twist = True
         if self._timeline is not None:
             self._timeline.add(v, self._grip_pending, time.monotonic())
-            return
+            return None
         if self._actuation is not None and self._core.lockstep:
             v, width = self._actuation.command(v, self._core.finger_width_command_m)
             self._core.on_gripper(width)
         stepped = self._core.on_twist(v, time.monotonic())
-        if stepped is not None:
-            self._publish(stepped)
+        return None if stepped is None else self._publish(stepped)
 
     def _on_tick(self) -> None:
         now = time.monotonic()
@@ -344,27 +382,31 @@ class PyBulletBridge(Node):
 
     def _on_reset(self, request: ResetEpisode.Request,
                   response: ResetEpisode.Response) -> ResetEpisode.Response:
-        try:
-            self._film = bool(request.render_video) and bool(self.cfg.video_width_px)
-            stepped = self._reset_episode(int(request.seed))
-        except Exception as e:  # noqa: BLE001 - report the failure to the caller, keep running
-            response.success = False
-            response.message = f'reset failed: {e}'
-            self.get_logger().error(response.message)
-            return response
-        msgs = self._publish(stepped, goal=True)
+        with self._step_lock:
+            try:
+                self._film = bool(request.render_video) and bool(self.cfg.video_width_px)
+                stepped = self._reset_episode(int(request.seed))
+            except Exception as e:  # noqa: BLE001 - report the failure, keep running
+                response.success = False
+                response.message = f'reset failed: {e}'
+                self.get_logger().error(response.message)
+                return response
+            msgs = self._publish(stepped, goal=True)
         response.success = True
         response.message = f'episode {self._core.episodes} seed {self._core.episode_seed}'
         response.seed = self._core.episode_seed
-        response.joint_state, response.ee_pose, response.ee_wrench = msgs[:3]
-        response.object_pose, response.goal_pose = msgs[3], msgs[4]
+        response.joint_state, response.ee_pose = msgs['joint_states'], msgs['ee_pose']
+        response.ee_wrench, response.goal_pose = msgs['ee_wrench'], msgs['goal']
+        response.object_pose = msgs['object_pose']  # a reset's pose is always fresh
         response.block_rest_z = float(stepped.result.block_rest_z)
         self.get_logger().debug(f'first state of {response.message} published')
         return response
 
     # ------------------------------------------------------------------ publishing
-    def _publish(self, s: Stepped, goal: bool = False) -> tuple:
-        """Publish every state topic once with the step's stamp; returns the messages."""
+    def _publish(self, s: Stepped, goal: bool = False) -> dict[str, Any]:
+        """Publish every state topic once with the step's stamp; returns the state messages
+        published, by kind (``joint_states``, ``ee_pose``, ``ee_wrench``, ``object_pose`` unless
+        the tracker dropped it, ``goal`` on a reset, ``image`` with the camera)."""
         r, stamp = s.result, M.ns_to_stamp(s.stamp_ns)
         raw = r.raw
         q, qd, tau = r.joint_positions, r.joint_velocities, r.joint_efforts
@@ -377,16 +419,17 @@ class PyBulletBridge(Node):
         force, torque = fingertip_wrench(raw)
         wrench = M.wrench_msg(force, torque, stamp)
         obj = M.pose_msg(raw['block_pos'], raw['block_quat'], stamp)
-        goal_msg = None
+        out: dict[str, Any] = {'joint_states': joints, 'ee_pose': ee, 'ee_wrench': wrench}
         if goal:
-            goal_msg = M.pose_msg(raw['goal_pos'], np.array([0.0, 0.0, 0.0, 1.0]), stamp)
-            self._pub_goal.publish(goal_msg)
+            out['goal'] = M.pose_msg(raw['goal_pos'], np.array([0.0, 0.0, 0.0, 1.0]), stamp)
+            self._pub_goal.publish(out['goal'])
         if self._camera_info is not None:
             info = self._camera_info
             rgb = self._world.render_rgb(self.cfg.image_size_px)
             if self._sensor is not None:
                 rgb = self._sensor.image(rgb)
-            self._pub_image.publish(M.image_msg(rgb, stamp, info['frame_id']))
+            out['image'] = M.image_msg(rgb, stamp, info['frame_id'])
+            self._pub_image.publish(out['image'])
             self._pub_info.publish(M.camera_info_msg(info['width'], info['height'], info['K'],
                                                      stamp, info['frame_id']))
         every = self.cfg.key_frame_every_steps
@@ -399,9 +442,13 @@ class PyBulletBridge(Node):
         self._pub_wrench.publish(wrench)
         if object_fresh:  # a dropped tracker message: the last one stays the latest
             self._pub_object.publish(obj)
+            out['object_pose'] = obj
         if self._pub_clock is not None:
-            self._pub_clock.publish(Clock(clock=stamp))
-        return joints, ee, wrench, obj, goal_msg
+            clock = Clock(clock=stamp)
+            self._pub_clock.publish(clock)
+            for listener in self.clock_listeners:
+                listener(clock)
+        return out
 
     def destroy_node(self) -> None:
         self._world.close()

@@ -134,7 +134,8 @@ class SharedSimClock:
 
     Clocks keep following sim time; a ``use_sim_time`` changed at run time is not followed
     (the embedded run sets it once, from its parameters file). Nodes without ``use_sim_time``
-    are left alone. ``close()`` stops the thread and destroys the subscription.
+    are left alone. ``close()`` stops the thread and destroys the subscription. With
+    ``subscribe=False`` there is neither: the caller hands each /clock message to ``feed``.
 
     ``min_period_s`` > 0: after each update the thread waits that long (wall time) before it
     takes the newest /clock again, so the clocks follow sim time at most 1/min_period_s times a
@@ -143,7 +144,8 @@ class SharedSimClock:
     stamps commands in lockstep (the policy).
     """
 
-    def __init__(self, owner: Node, nodes: Sequence[Node], min_period_s: float = 0.0) -> None:
+    def __init__(self, owner: Node, nodes: Sequence[Node], min_period_s: float = 0.0,
+                 subscribe: bool = True) -> None:
         self.nodes = [n for n in nodes if n.get_parameter('use_sim_time').value]
         self.min_period_s = float(min_period_s)
         self._stop = threading.Event()
@@ -155,6 +157,8 @@ class SharedSimClock:
         for node in self.nodes:
             node._time_source.detach_node()  # rclpy has no public handle on it
             self._source.attach_clock(node.get_clock())
+        if not subscribe:  # the publisher of /clock is in this process and calls feed()
+            return
         self._sub = PolledSubscription(owner, Clock, CLOCK_TOPIC,
                                        QoSProfile(depth=1,
                                                   reliability=ReliabilityPolicy.BEST_EFFORT))
@@ -172,6 +176,12 @@ class SharedSimClock:
                 self._source.clock_callback(msg)
                 if self.min_period_s > 0:
                     self._stop.wait(self.min_period_s)
+
+    def feed(self, msg: Clock) -> None:
+        """Set every clock to ``msg`` (for ``subscribe=False``: the embedded run's linked
+        bridge calls it as it publishes /clock, so no thread wakes per step for it)."""
+        if self.nodes:
+            self._source.clock_callback(msg)
 
     def close(self) -> None:
         if self._sub is None:

@@ -70,6 +70,7 @@ Calls:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 from pathlib import Path
 import threading
@@ -269,6 +270,22 @@ class ArmPort:
             node.create_subscription(Image, under(name, key_frames_topic), self.key_frames.put,
                                      30)
         self.reset_client = node.create_client(ResetEpisode, under(name, C.RESET_EPISODE))
+        #: an in-process lockstep bridge's step (``link``), or None: the state comes over DDS
+        self._linked_step: Callable[[Any, Any], dict[str, Any]] | None = None
+
+    def link(self, step: Callable[[Any, Any], dict[str, Any]]) -> None:
+        """Step an in-process lockstep bridge directly (``PyBulletBridge.link``): each command
+        is still published, and the state the bridge publishes for it is taken from ``step``'s
+        return instead of the state topics, whose subscriptions are destroyed. Call before
+        training starts. State observations only: a port with key frames or pixels keeps
+        the topics (frames, and the image of a reset state, come over DDS)."""
+        if self.key_frames is not None or 'image' in self.sync.kinds:
+            raise ValueError('link: a port with pixels or key frames takes its images over DDS')
+        for _, sub in self._polled:
+            sub.destroy()
+        self._polled = []
+        self.sync.pump = None
+        self._linked_step = step
 
     def _on_state(self, kind: str, msg: Any) -> None:
         self.sync.put(kind, msg)
@@ -290,9 +307,16 @@ class ArmPort:
     # Transport
     def send_command(self, velocity_mps: np.ndarray, finger_width_m: float) -> None:
         """Gripper first (the bridge latches it), then the twist that triggers the step."""
-        self.pub_grip.publish(cm.gripper_msg(finger_width_m))
+        grip = cm.gripper_msg(finger_width_m)
+        self.pub_grip.publish(grip)
         stamp = self.node.get_clock().now().nanoseconds
-        self.pub_twist.publish(cm.twist_msg(velocity_mps, stamp))
+        twist = cm.twist_msg(velocity_mps, stamp)
+        self.pub_twist.publish(twist)
+        if self._linked_step is not None:
+            state = self._linked_step(grip, twist)
+            for kind in (*self.sync.kinds, 'ee_wrench'):
+                if kind in state:
+                    self._on_state(kind, state[kind])
 
     def reset(self, seed: int, timeout_s: float,
               render_video: bool = False) -> ResetEpisode.Response | None:
