@@ -5,9 +5,11 @@ simulator's step, the robot-contract env's halves and the bridge's step) with wa
 thread-CPU counters, runs each route for ``--steps`` env steps (touch, oracle reward for the
 bare trainer; the whole embedded loop with the scripted teacher), and prints ms per env step
 for each piece, side by side. ``--pinned`` adds the embedded route confined to one CPU
-(taskset), whose threads then hand the GIL over on one core (docs/performance.md).
+(taskset), whose threads then hand the GIL over on one core (docs/performance.md);
+``--no-link`` adds the embedded route whose policy steps its bridge over DDS, as before the
+in-process link (``selfalign train --no-link``).
 
-    python benchmarks/step_costs.py [--steps 2000] [--pinned]
+    python benchmarks/step_costs.py [--steps 2000] [--pinned] [--no-link]
 
 Each route runs in a fresh process. Wall time of a piece includes waiting for the GIL; its CPU
 is the calling thread's only.
@@ -100,7 +102,7 @@ def child(route: str, steps: int, out: str) -> None:
 
         run = Path(tempfile.mkdtemp(prefix='selfalign-costs-')) / 'run'
         cli.main(['train', '--task', 'touch', '--steps', str(steps), '--run-dir', str(run),
-                  '--no-progress',
+                  '--no-progress', *(['--no-link'] if route == 'embedded-no-link' else []),
                   '--set', f'alignment_node.reward_update_every_steps={max(steps // 2, 400)}',
                   '--set', 'alignment_node.num_ranked=4',
                   '--set', f'policy_node.eval_every_steps={steps * 10}',
@@ -114,6 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--steps', type=int, default=2000)
     ap.add_argument('--pinned', action='store_true')
+    ap.add_argument('--no-link', action='store_true')
     ap.add_argument('--child', nargs=2, metavar=('ROUTE', 'OUT'), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -121,6 +124,8 @@ def main() -> None:
         return
     cpu = min(os.sched_getaffinity(0))
     routes = [('bare trainer', 'bare', ()), ('embedded', 'embedded', ())]
+    if a.no_link:
+        routes.append(('embedded, --no-link', 'embedded-no-link', ()))
     if a.pinned:
         routes.append((f'embedded, taskset -c {cpu}', 'embedded', ('taskset', '-c', str(cpu))))
     results = {}
