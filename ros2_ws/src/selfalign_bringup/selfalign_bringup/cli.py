@@ -322,8 +322,7 @@ def _link_in_process(nodes: dict[str, Any]) -> list[Any]:
     (``PyBulletBridge.link``, ``ArmPort.link``): the command and the state are still published
     for every other node, but the lockstep round trip through DDS is gone. Arms whose bridge
     is realtime or rehearses faults, or whose port takes pixels or key frames, keep the DDS
-    path. Call
-    before the bridges and the executor spin. Returns the linked bridges."""
+    path. Call before the bridges and the executor spin. Returns the linked bridges."""
     from selfalign_bringup.pybullet_bridge import PyBulletBridge
     from selfalign_policy.policy_node import PolicyNode
 

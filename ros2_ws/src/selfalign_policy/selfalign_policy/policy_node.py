@@ -281,6 +281,8 @@ class ArmPort:
         the topics (frames, and the image of a reset state, come over DDS)."""
         if self.key_frames is not None or 'image' in self.sync.kinds:
             raise ValueError('link: a port with pixels or key frames takes its images over DDS')
+        if not self._polled:  # deploy_node's callbacks, or linked already
+            raise ValueError('link: only a polled port that is not linked yet can be linked')
         for _, sub in self._polled:
             sub.destroy()
         self._polled = []
