@@ -51,6 +51,8 @@ def test_a_linked_bridge_steps_once_per_command_and_still_publishes_every_state(
                              and probe.node.count_publishers('/joint_states') >= 1, 10,
                              'the probe to match the bridge')
             port.link(bridge.link())
+            with pytest.raises(ValueError, match='linked'):
+                port.link(bridge.link())  # a second link would step the bridge twice
             bridge.clock_listeners.append(clock.feed)
             assert bridge.command_subscriptions == []
             period_ns = bridge.cfg.control_period_ns
