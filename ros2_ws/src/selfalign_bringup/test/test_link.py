@@ -116,3 +116,34 @@ def test_a_realtime_bridge_and_a_pixel_port_refuse_a_link():
         owner.destroy_node()
         bridge.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_the_embedded_run_links_each_lockstep_arm_to_the_bridge_of_its_namespace():
+    """What `selfalign train` does by default (`--no-link` skips it): the policy's port is
+    linked to the bridge of its namespace; a realtime bridge in the same run is not."""
+    from selfalign_bringup.cli import _link_in_process, build_parser
+    from selfalign_policy.policy_node import PolicyNode
+
+    assert build_parser().parse_args(['train']).no_link is False
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    nodes = {'pybullet_bridge': PyBulletBridge(context=ctx),
+             'policy_node': PolicyNode(context=ctx, parameter_overrides=[
+                 Parameter('task', value='touch'), Parameter('hidden_dim', value=32)])}
+    other = PyBulletBridge(context=ctx, namespace='elsewhere',
+                           parameter_overrides=[Parameter('mode', value='realtime')])
+    try:
+        linked = _link_in_process({**nodes, 'elsewhere/pybullet_bridge': other})
+        assert linked == [nodes['pybullet_bridge']]
+        port = nodes['policy_node'].port
+        assert port.sync.pump is None and nodes['pybullet_bridge'].command_subscriptions == []
+        assert len(other.command_subscriptions) == 2
+        port.send_command(np.zeros(3), 0.08)  # the step's state is in the port at once
+        first = port.sync.latest_stamp()
+        port.send_command(np.zeros(3), 0.08)
+        assert port.sync.latest_stamp() - first == nodes['pybullet_bridge'].cfg.control_period_ns
+    finally:
+        nodes['policy_node'].close()
+        for node in (*nodes.values(), other):
+            node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
