@@ -64,8 +64,6 @@ BUDGETS = {'touch': 30_000, 'grasp_lift': 40_000, 'push': 100_000}
 KEY_PARAM = {'touch': 'force_threshold', 'grasp_lift': 'grip_force', 'push': 'w_push'}
 
 
-def _key(r: dict[str, Any]) -> tuple[str, str, str, int]:
-    return r['task'], r['condition'], r['sweep'], int(r['seed'])
 
 
 def sweep_theta(task: str, sweep: str) -> dict[str, float]:
@@ -112,7 +110,25 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
                                           'heldout_before', 'heldout_after', 'theta_move',
                                           'success_before', 'success_after', 'decision')}
                        for u in res['updates']],
+        'critic_target_tau': overrides.get('critic_target_tau', default_critic_tau()),
         'wall_s': round(res['wall_s'], 1), 'settings': overrides, 'commit': rev}
+
+
+#: What identifies a cell: the set-up and the seed, and the learner setting that has been
+#: varied (the target critic's soft update rate; rows from before the field was recorded
+#: were given DrQ-v2's 0.01, the only value the learner had then).
+KEY_FIELDS = ('task', 'condition', 'sweep', 'seed', 'critic_target_tau')
+
+
+def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(r[f] for f in KEY_FIELDS)
+
+
+def default_critic_tau() -> float:
+    """The learner's critic_target_tau when ``--critic-tau`` is not given."""
+    from selfalign_bringup.experiment import ExperimentConfig
+
+    return ExperimentConfig.critic_target_tau
 
 
 def load() -> list[dict[str, Any]]:
@@ -120,10 +136,10 @@ def load() -> list[dict[str, Any]]:
 
 
 def save(record: dict[str, Any]) -> None:
-    """Merge one cell into the results file (replacing the same task/condition/sweep/seed)."""
-    merge_row(RESULTS_JSON, record, ('task', 'condition', 'sweep', 'seed'),
-              lambda r: (TASKS.index(r['task']), list(SWEEPS).index(r['sweep']),
-                         r['condition'], r['seed']))
+    """Merge one cell into the results file (replacing the row with the same KEY_FIELDS)."""
+    merge_row(RESULTS_JSON, record, KEY_FIELDS,
+              lambda r: (TASKS.index(r['task']), -r['critic_target_tau'],
+                         list(SWEEPS).index(r['sweep']), r['condition'], r['seed']))
 
 
 def _pct(x: float | None) -> str:
@@ -150,8 +166,20 @@ def gate_label(r: dict[str, Any]) -> str:
     return ('split' if folds == 1 else f'CV{folds}') + (f' p{p:g}' if p < 1 else '')
 
 
-def report(rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown tables (per cell, then summary per task and sweep); printed and returned."""
+def report(rows: list[dict[str, Any]], first_tau: float | None = None) -> list[str]:
+    """Markdown tables, printed and returned: for each learner (critic_target_tau, ``first_tau``
+    first), per cell, then the summary per task and sweep."""
+    taus = sorted({r['critic_target_tau'] for r in rows}, key=lambda t: (t != first_tau, -t))
+    out: list[str] = []
+    for tau in taus:
+        if len(taus) > 1:
+            out += [f'## Learner with critic_target_tau {tau:g}', '']
+        out += _report_one([r for r in rows if r['critic_target_tau'] == tau]) + ['']
+    print('\n'.join(out))
+    return out[:-1]
+
+
+def _report_one(rows: list[dict[str, Any]]) -> list[str]:
     out = ['### Per run (DrQ-v2 state obs, scripted teacher at mistake rate 0.1)', '',
            '| task | sweep | condition | seed | steps to 90 % | best / final success | '
            'θ key: initial -> final | applied / tried updates | max drop after update | '
@@ -193,18 +221,19 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f'| {task} | {sweep} | {", ".join(map(str, seeds))} | {_steps(fx)} | '
                        f'{_steps(sa)} | {final(fx)} | '
                        f'{final(sa)} | {_pct(max(drops)) if drops else "n/a"} |')
-    print('\n'.join(out))
     return out
 
 
-def plot(rows: list[dict[str, Any]]) -> None:
+def plot(rows: list[dict[str, Any]], tau: float) -> None:
+    """One figure per task: its 'paper' rows of the learner with critic_target_tau ``tau``."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
 
     for task in TASKS:
-        cells = [r for r in rows if r['task'] == task and r['sweep'] == 'paper']
+        cells = [r for r in rows if r['task'] == task and r['sweep'] == 'paper'
+                 and r['critic_target_tau'] == tau]
         if not cells:
             continue
         fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -221,7 +250,8 @@ def plot(rows: list[dict[str, Any]]) -> None:
             ax.fill_between(steps, grid.min(0), grid.max(0), color=color, alpha=0.2)
         ax.axhline(90, ls='--', c='grey', lw=1)
         ax.set(xlabel='env steps', ylabel='eval success % (10 episodes)', ylim=(-3, 103),
-               title=f'{task}: fixed initial reward vs self-alignment (mean, range)')
+               title=f'{task}: fixed initial reward vs self-alignment (mean, range), '
+               f'critic_target_tau {tau:g}')
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -270,6 +300,7 @@ def main() -> None:
     ap.add_argument('--quiet', action='store_true', help='no per-evaluation lines')
     ap.add_argument('--report-only', action='store_true')
     args = ap.parse_args()
+    tau = default_critic_tau() if args.critic_tau is None else args.critic_tau
     tasks = [t for t in args.tasks.split(',') if t]
     sweeps = [s for s in args.sweeps.split(',') if s]
     conds = [c for c in args.conditions.split(',') if c]
@@ -296,9 +327,9 @@ def main() -> None:
         jobs = [(t, s, c, w, args.steps or BUDGETS[t], overrides)
                 for s in seeds for t in tasks for w in sweeps for c in conds
                 if w not in SETUPS or t in SETUPS[w]]
-        if args.skip_done:
+        if args.skip_done:  # the same cell with the same learner
             done = {_key(r) for r in load()}
-            jobs = [j for j in jobs if (j[0], j[2], j[3], j[1]) not in done]
+            jobs = [j for j in jobs if (j[0], j[2], j[3], j[1], tau) not in done]
         print(f'{len(jobs)} runs, {args.jobs} at a time', flush=True)
         t0 = time.perf_counter()
         with mp.get_context('spawn').Pool(max(1, args.jobs), maxtasksperchild=1) as pool:
@@ -309,10 +340,10 @@ def main() -> None:
                       f', {rec["wall_s"]:.0f} s', flush=True)
         print(f'all runs done in {time.perf_counter() - t0:.0f} s', flush=True)
     rows = load()
-    if rows:
-        lines = report(rows)
+    if rows:  # the learner the product ships first (and plotted), whatever this run used
+        lines = report(rows, default_critic_tau())
         (RESULTS / 'paper_table.md').write_text('\n'.join(lines) + '\n')
-        plot(rows)
+        plot(rows, default_critic_tau())
 
 
 if __name__ == '__main__':

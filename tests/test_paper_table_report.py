@@ -9,8 +9,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'benchmarks'))
 import paper_table  # noqa: E402
 
 
-def _row(condition: str, seed: int, steps: int | None, final: float) -> dict:
+def _row(condition: str, seed: int, steps: int | None, final: float,
+         tau: float = 0.01) -> dict:
     return {'task': 'touch', 'sweep': 'paper', 'condition': condition, 'seed': seed,
+            'critic_target_tau': tau,
             'steps_to_90': steps, 'best_success': final, 'final_success': final,
             'budget_steps': 30000, 'initial_theta': {'force_threshold': 1.0},
             'final_theta': {'force_threshold': 1.0}, 'updates': 0, 'updates_tried': 0,
@@ -27,6 +29,27 @@ def test_summary_means_use_the_seeds_both_conditions_have():
     assert cols[3:7] == ['10.5k', '10.5k', '100 %', '100 %'], cols
     alone = paper_table.report([_row('fixed', 0, None, 0.0), _row('fixed', 1, 5000, 1.0)])
     assert any(ln.startswith('| touch | paper | 0, 1 | 5.0k (1/2 seeds) | n/a |') for ln in alone)
+
+
+def test_a_cell_run_with_another_learner_is_its_own_row_and_its_own_table(tmp_path,
+                                                                        monkeypatch):
+    """The same cell with critic_target_tau 0.005 and 0.01: both rows kept (before, the
+    second replaced the first: the row key had no learner setting), each learner summarised
+    on its own, the one asked for first; a re-run of one replaces only its own row."""
+    monkeypatch.setattr(paper_table, 'RESULTS_JSON', tmp_path / 'paper_table.json')
+    paper_table.save(_row('fixed', 0, 7000, 1.0, tau=0.01))
+    paper_table.save(_row('fixed', 0, 3000, 1.0, tau=0.005))
+    paper_table.save(_row('fixed', 0, 2000, 1.0, tau=0.005))  # re-run: replaces its own
+    rows = paper_table.load()
+    assert sorted((r['critic_target_tau'], r['steps_to_90']) for r in rows) == [
+        (0.005, 2000), (0.01, 7000)]
+    lines = paper_table.report(rows, first_tau=0.01)
+    heads = [ln for ln in lines if ln.startswith('## ')]
+    assert heads == ['## Learner with critic_target_tau 0.01',
+                     '## Learner with critic_target_tau 0.005']
+    second = lines.index(heads[1])
+    assert any(ln.startswith('| touch | paper | 0 | 7.0k |') for ln in lines[:second])
+    assert any(ln.startswith('| touch | paper | 0 | 2.0k |') for ln in lines[second:])
 
 
 def test_sweep_set_ups_are_within_the_template_ranges_and_task_specific():
