@@ -110,7 +110,7 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
                                           'heldout_before', 'heldout_after', 'theta_move',
                                           'success_before', 'success_after', 'decision')}
                        for u in res['updates']],
-        'critic_target_tau': overrides.get('critic_target_tau', default_critic_tau()),
+        'critic_target_tau': overrides['critic_target_tau'],
         'wall_s': round(res['wall_s'], 1), 'settings': overrides, 'commit': rev}
 
 
@@ -124,11 +124,14 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(r[f] for f in KEY_FIELDS)
 
 
-def default_critic_tau() -> float:
-    """The learner's critic_target_tau when ``--critic-tau`` is not given."""
+def default_critic_tau(task: str) -> float:
+    """The learner's critic_target_tau when ``--critic-tau`` is not given: what the product
+    trains ``task`` with (its ``config/<task>.yaml``, else ExperimentConfig's)."""
+    from selfalign_bringup import wiring
     from selfalign_bringup.experiment import ExperimentConfig
 
-    return ExperimentConfig.critic_target_tau
+    policy = wiring.resolve(wiring.Args(task=task)).get('policy_node', {})
+    return float(policy.get('critic_target_tau', ExperimentConfig.critic_target_tau))
 
 
 def load() -> list[dict[str, Any]]:
@@ -166,10 +169,10 @@ def gate_label(r: dict[str, Any]) -> str:
     return ('split' if folds == 1 else f'CV{folds}') + (f' p{p:g}' if p < 1 else '')
 
 
-def report(rows: list[dict[str, Any]], first_tau: float | None = None) -> list[str]:
-    """Markdown tables, printed and returned: for each learner (critic_target_tau, ``first_tau``
+def report(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown tables, printed and returned: for each learner (critic_target_tau, largest
     first), per cell, then the summary per task and sweep."""
-    taus = sorted({r['critic_target_tau'] for r in rows}, key=lambda t: (t != first_tau, -t))
+    taus = sorted({r['critic_target_tau'] for r in rows}, reverse=True)
     out: list[str] = []
     for tau in taus:
         if len(taus) > 1:
@@ -224,34 +227,39 @@ def _report_one(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def plot(rows: list[dict[str, Any]], tau: float) -> None:
-    """One figure per task: its 'paper' rows of the learner with critic_target_tau ``tau``."""
+def plot(rows: list[dict[str, Any]]) -> None:
+    """One figure per task: its 'paper' rows, a line per condition and learner
+    (critic_target_tau)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
 
     for task in TASKS:
-        cells = [r for r in rows if r['task'] == task and r['sweep'] == 'paper'
-                 and r['critic_target_tau'] == tau]
+        cells = [r for r in rows if r['task'] == task and r['sweep'] == 'paper']
         if not cells:
             continue
         fig, ax = plt.subplots(figsize=(6.5, 4))
+        taus = sorted({r['critic_target_tau'] for r in cells}, reverse=True)
         for cond, color in zip(CONDITIONS, ('tab:red', 'tab:blue')):
-            curves = [dict((int(s), v) for s, v in r['curve'])
-                      for r in cells if r['condition'] == cond and r['curve']]
-            if not curves:
-                continue
-            steps = sorted({s for c in curves for s in c})
-            # A seed that stopped early keeps its last value.
-            grid = np.array([[c.get(s, c[max(k for k in c if k <= s)] if any(k <= s for k in c)
-                                    else 0.0) for s in steps] for c in curves]) * 100
-            ax.plot(steps, grid.mean(0), color=color, label=f'{cond} ({len(curves)} seeds)')
-            ax.fill_between(steps, grid.min(0), grid.max(0), color=color, alpha=0.2)
+            for tau, style in zip(taus, ('-', '--', ':')):
+                curves = [dict((int(s), v) for s, v in r['curve']) for r in cells
+                          if r['condition'] == cond and r['critic_target_tau'] == tau
+                          and r['curve']]
+                if not curves:
+                    continue
+                steps = sorted({s for c in curves for s in c})
+                # A seed that stopped early keeps its last value.
+                grid = np.array([[c.get(s, c[max(k for k in c if k <= s)])
+                                  if any(k <= s for k in c) else 0.0 for s in steps]
+                                 for c in curves]) * 100
+                label = f'{cond} ({len(curves)} seeds)' + (
+                    f', critic tau {tau:g}' if len(taus) > 1 else '')
+                ax.plot(steps, grid.mean(0), color=color, ls=style, label=label)
+                ax.fill_between(steps, grid.min(0), grid.max(0), color=color, alpha=0.12)
         ax.axhline(90, ls='--', c='grey', lw=1)
         ax.set(xlabel='env steps', ylabel='eval success % (10 episodes)', ylim=(-3, 103),
-               title=f'{task}: fixed initial reward vs self-alignment (mean, range), '
-               f'critic_target_tau {tau:g}')
+               title=f'{task}: fixed initial reward vs self-alignment (mean, range)')
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -300,7 +308,6 @@ def main() -> None:
     ap.add_argument('--quiet', action='store_true', help='no per-evaluation lines')
     ap.add_argument('--report-only', action='store_true')
     args = ap.parse_args()
-    tau = default_critic_tau() if args.critic_tau is None else args.critic_tau
     tasks = [t for t in args.tasks.split(',') if t]
     sweeps = [s for s in args.sweeps.split(',') if s]
     conds = [c for c in args.conditions.split(',') if c]
@@ -320,16 +327,17 @@ def main() -> None:
                      'update_every_steps': args.learner_update_every,
                      'lr': args.lr, 'stddev_steps': args.std_steps, 'run_root': args.run_root,
                      'num_threads': 1, 'verbose': not args.quiet}
-        if args.critic_tau is not None:  # recorded in the rows' settings only when chosen
-            overrides['critic_target_tau'] = args.critic_tau
+        tau = {t: default_critic_tau(t) if args.critic_tau is None else args.critic_tau
+               for t in tasks}
         seeds = range(args.seed_start, args.seed_start + args.seeds)
         # seed-major order: every task's first seed finishes before any task's second
-        jobs = [(t, s, c, w, args.steps or BUDGETS[t], overrides)
+        jobs = [(t, s, c, w, args.steps or BUDGETS[t],
+                 {**overrides, 'critic_target_tau': tau[t]})
                 for s in seeds for t in tasks for w in sweeps for c in conds
                 if w not in SETUPS or t in SETUPS[w]]
         if args.skip_done:  # the same cell with the same learner
             done = {_key(r) for r in load()}
-            jobs = [j for j in jobs if (j[0], j[2], j[3], j[1], tau) not in done]
+            jobs = [j for j in jobs if (j[0], j[2], j[3], j[1], tau[j[0]]) not in done]
         print(f'{len(jobs)} runs, {args.jobs} at a time', flush=True)
         t0 = time.perf_counter()
         with mp.get_context('spawn').Pool(max(1, args.jobs), maxtasksperchild=1) as pool:
@@ -340,10 +348,10 @@ def main() -> None:
                       f', {rec["wall_s"]:.0f} s', flush=True)
         print(f'all runs done in {time.perf_counter() - t0:.0f} s', flush=True)
     rows = load()
-    if rows:  # the learner the product ships first (and plotted), whatever this run used
-        lines = report(rows, default_critic_tau())
+    if rows:
+        lines = report(rows)
         (RESULTS / 'paper_table.md').write_text('\n'.join(lines) + '\n')
-        plot(rows, default_critic_tau())
+        plot(rows)
 
 
 if __name__ == '__main__':

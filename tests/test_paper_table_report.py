@@ -35,7 +35,7 @@ def test_a_cell_run_with_another_learner_is_its_own_row_and_its_own_table(tmp_pa
                                                                         monkeypatch):
     """The same cell with critic_target_tau 0.005 and 0.01: both rows kept (before, the
     second replaced the first: the row key had no learner setting), each learner summarised
-    on its own, the one asked for first; a re-run of one replaces only its own row."""
+    on its own; a re-run of one replaces only its own row."""
     monkeypatch.setattr(paper_table, 'RESULTS_JSON', tmp_path / 'paper_table.json')
     paper_table.save(_row('fixed', 0, 7000, 1.0, tau=0.01))
     paper_table.save(_row('fixed', 0, 3000, 1.0, tau=0.005))
@@ -43,13 +43,25 @@ def test_a_cell_run_with_another_learner_is_its_own_row_and_its_own_table(tmp_pa
     rows = paper_table.load()
     assert sorted((r['critic_target_tau'], r['steps_to_90']) for r in rows) == [
         (0.005, 2000), (0.01, 7000)]
-    lines = paper_table.report(rows, first_tau=0.01)
+    lines = paper_table.report(rows)
     heads = [ln for ln in lines if ln.startswith('## ')]
     assert heads == ['## Learner with critic_target_tau 0.01',
                      '## Learner with critic_target_tau 0.005']
     second = lines.index(heads[1])
     assert any(ln.startswith('| touch | paper | 0 | 7.0k |') for ln in lines[:second])
     assert any(ln.startswith('| touch | paper | 0 | 2.0k |') for ln in lines[second:])
+
+
+def test_the_table_measures_the_learner_the_product_trains_each_task_with():
+    """push trains with the slower target critic (config/push.yaml), touch with DrQ-v2's
+    0.01: the table's default per task is the product's, not one global value."""
+    from selfalign_bringup import wiring
+
+    for task in ('push', 'touch', 'grasp_lift'):
+        policy = wiring.resolve(wiring.Args(task=task))['policy_node']
+        assert paper_table.default_critic_tau(task) == policy.get('critic_target_tau', 0.01)
+    assert paper_table.default_critic_tau('push') == 0.005
+    assert paper_table.default_critic_tau('touch') == 0.01
 
 
 def test_sweep_set_ups_are_within_the_template_ranges_and_task_specific():
