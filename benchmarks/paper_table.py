@@ -64,8 +64,6 @@ BUDGETS = {'touch': 30_000, 'grasp_lift': 40_000, 'push': 100_000}
 KEY_PARAM = {'touch': 'force_threshold', 'grasp_lift': 'grip_force', 'push': 'w_push'}
 
 
-
-
 def sweep_theta(task: str, sweep: str) -> dict[str, float]:
     """The initial-θ override of a sweep: the key parameter × factor, clipped to its range."""
     if sweep == 'paper':
@@ -301,7 +299,8 @@ def main() -> None:
     ap.add_argument('--lr', type=float, default=3e-4)
     ap.add_argument('--std-steps', type=int, default=30_000)
     ap.add_argument('--critic-tau', type=float, default=None,
-                    help="critic_target_tau of the learner (default: ExperimentConfig's)")
+                    help="critic_target_tau of the learner (default: the task's "
+                    'config/<task>.yaml, as the product trains it; rows are keyed by it)')
     ap.add_argument('--run-root', default='', help='also write a RunDir per run here')
     ap.add_argument('--skip-done', action='store_true',
                     help='skip cells already in benchmarks/results/paper_table.json')
