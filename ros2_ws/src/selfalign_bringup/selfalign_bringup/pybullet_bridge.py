@@ -12,6 +12,13 @@ latched and applied with the next twist (send it before the twist).  ``realtime`
 timer at control_rate_hz steps with the latest twist; a twist older than command_timeout_s is
 replaced by zero velocity (the arm holds).
 
+In-process link (``link``; the embedded ``selfalign train`` uses it): a client in the same
+process steps the lockstep bridge by calling the function ``link`` returns, with the same two
+command messages it publishes, and gets the state messages back at once. Every state topic is
+still published (monitor, reward, recording); the bridge stops taking commands from its topics,
+so each command steps the simulator once. Saves the lockstep round trip through DDS (two
+thread wake-ups, serialising and taking six messages a step).
+
 Parameters:
     task (string, 'touch'): task scene (touch | grasp_lift | push).
     mode (string, 'lockstep'): lockstep | realtime.
@@ -46,13 +53,6 @@ Subscribes:
     gripper_controller/commands (std_msgs/Float64MultiArray): data[0] = finger width m.
     selfalign/reset_episode (service, selfalign_interfaces/srv/ResetEpisode): seed in, stamped
         initial state out (also published on the state topics).
-
-In-process link (``link``; the embedded ``selfalign train`` uses it): a client in the same
-process steps the lockstep bridge by calling the function ``link`` returns, with the same two
-command messages it publishes, and gets the state messages back at once. Every state topic is
-still published (monitor, reward, recording); the bridge stops taking commands from its topics,
-so each command steps the simulator once. Saves the lockstep round trip through DDS (two
-thread wake-ups, serialising and taking six messages a step).
 
 Publishes:
     joint_states (sensor_msgs/JointState): 7 arm + 2 finger joints; finger effort = pad force N.
