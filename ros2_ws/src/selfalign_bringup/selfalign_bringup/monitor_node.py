@@ -57,7 +57,7 @@ from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from selfalign_bringup.recording import recover, TopicRecorder
-from selfalign_bringup.rundir import plot_run, round_start_step, RunDir
+from selfalign_bringup.rundir import Plotter, round_start_step, RunDir
 from selfalign_bringup.video import write_camera_video, write_episode_video
 from selfalign_core import contract_msgs as cm
 from selfalign_core import names as N
@@ -138,6 +138,8 @@ class MonitorNode(Node):
         self._videos_lock = threading.Lock()
         self._eval_rendered: dict[int, int] = {}
         self._run = RunDir(run_dir) if run_dir else None
+        #: redraws in a worker process: matplotlib off this process's GIL (rundir.Plotter)
+        self._plots = Plotter(self._run) if self._run is not None else None
         self._lock = threading.Lock()
         self._spec: RewardSpec | None = None
         self._report: AlignmentReport | None = None
@@ -346,7 +348,7 @@ class MonitorNode(Node):
                 self._plot_request.clear()
                 last_plot = time.monotonic()
                 try:
-                    plot_run(self._run)
+                    self._plots.plot()
                 except Exception as exc:  # noqa: BLE001 - a plot must never stop a run
                     self.get_logger().warning(f'plotting failed: {exc}')
 
@@ -434,7 +436,11 @@ class MonitorNode(Node):
             self._record_waiting()
             self._recorder.close()
         if self._run is not None:
-            plot_run(self._run)
+            try:
+                self._plots.plot()
+            except Exception as exc:  # noqa: BLE001 - the recording and metrics are written
+                self.get_logger().warning(f'final plots failed: {exc}')
+            self._plots.close()
 
     def destroy_node(self):
         for sub in [self._ee_sub, self._block_sub, self._goal_sub,

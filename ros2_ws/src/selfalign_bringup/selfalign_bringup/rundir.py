@@ -16,11 +16,15 @@ Pure Python (csv, yaml, matplotlib with the Agg backend); no rclpy.
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 import csv
 from datetime import datetime
 import math
+import multiprocessing
 import os
 from pathlib import Path
+import signal
 import threading
 import time
 from typing import Any
@@ -420,3 +424,45 @@ def plot_run(run: RunDir, window: int = 20) -> list[Path]:
             fig.savefig(path, dpi=100)
             written.append(path)
     return written
+
+
+def _plot_run_at(path: str, window: int) -> list[str]:
+    """``plot_run`` in a worker process (picklable arguments and result)."""
+    return [str(p) for p in plot_run(RunDir(path), window)]
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the worker must live on to draw
+    # the final plots while the run shuts down
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Plotter:
+    """Redraws a run's plots (``plot_run``) in a worker process of its own, started on first
+    use: a redraw is ~1–2 s of matplotlib CPU, which in the caller's process would hold the GIL
+    its other threads need (in the embedded run, the learner's; docs/performance.md). A worker
+    that died is replaced at the next redraw; ``close`` stops it."""
+
+    def __init__(self, run: RunDir, window: int = 20) -> None:
+        self.run = run
+        self.window = window
+        self._pool: ProcessPoolExecutor | None = None
+
+    def plot(self, timeout_s: float = 300.0) -> list[Path]:
+        """Redraw now (blocks until the worker is done); returns the files written."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context('spawn'),
+                initializer=_ignore_sigint)
+        try:
+            done = self._pool.submit(_plot_run_at, str(self.run.path), self.window)
+            return [Path(p) for p in done.result(timeout=timeout_s)]
+        except BrokenProcessPool:
+            self._pool = None  # killed from outside: a new worker next time
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+

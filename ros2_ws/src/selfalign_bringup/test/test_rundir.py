@@ -5,6 +5,7 @@ import pytest
 from selfalign_bringup.rundir import (
     agreement_figure,
     plot_run,
+    Plotter,
     round_start_step,
     RunDir,
     success_figure,
@@ -45,6 +46,35 @@ def test_plots_written(tmp_path):
     names = sorted(p.name for p in plot_run(run))
     assert names == ['agreement.png', 'success.png', 'theta.png']
     assert all((run.plots_dir / n).stat().st_size > 5000 for n in names)
+
+
+def test_the_plotter_draws_in_a_worker_process_and_replaces_one_that_died(tmp_path):
+    """The monitor's redraws run in a process of their own (matplotlib's CPU off the run's
+    GIL): the files appear, drawn by another pid; a worker killed from outside fails that
+    redraw and the next one starts a new worker."""
+    from concurrent.futures.process import BrokenProcessPool
+    import os
+    import signal
+
+    run = RunDir.create(tmp_path, 'touch')
+    for i in range(30):
+        run.log('episode', 100 * (i + 1), success=int(i > 15))
+    run.log('eval', 1000, success_rate=0.5)
+    plotter = Plotter(run)
+    try:
+        written = plotter.plot()
+        assert run.plots_dir / 'success.png' in written
+        assert all(p.stat().st_size > 5000 for p in written)
+        worker = plotter._pool.submit(os.getpid).result(timeout=60)
+        assert worker != os.getpid()
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            plotter.plot()
+        (run.plots_dir / 'success.png').unlink()
+        assert (run.plots_dir / 'success.png') in plotter.plot()
+        assert plotter._pool.submit(os.getpid).result(timeout=60) not in (worker, os.getpid())
+    finally:
+        plotter.close()
 
 
 def test_a_copied_run_directory_writes_to_itself_not_to_the_original(tmp_path):
