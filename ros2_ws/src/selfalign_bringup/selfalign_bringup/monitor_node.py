@@ -3,9 +3,10 @@
 One writer per run, the same in the all-in-one `train` process and in the multi-process launch:
 episodes, alignment reports and each new reward spec version become rows of ``metrics.csv``
 (``selfalign_bringup.rundir``; the parameter table goes to ``reward_params.yaml`` for the θ plot),
-plots are redrawn after each alignment update and every ``plot_every_episodes`` episodes, and the
-robot-contract and selfalign topics are recorded raw into ``recording.mcap``
-(``selfalign_bringup.recording``).
+plots are redrawn after each alignment update and every ``plot_every_episodes`` episodes (in a
+worker process, ``rundir.Plotter``: matplotlib's CPU does not hold this process's GIL, which in
+the embedded run the learner needs), and the robot-contract and selfalign topics are recorded
+raw into ``recording.mcap`` (``selfalign_bringup.recording``).
 
 Parameters:
   run_dir (string, ''): run directory; empty = markers only, nothing written.
