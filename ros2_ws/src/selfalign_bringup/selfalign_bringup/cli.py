@@ -332,8 +332,7 @@ def _link_in_process(nodes: dict[str, Any]) -> list[Any]:
         for port in policy.ports:
             ns = '/'.join(filter(None, (policy.get_namespace().rstrip('/'), port.name))) or '/'
             bridge = bridges.get(ns)
-            if (bridge is None or bridge.cfg.mode != 'lockstep' or bridge.rehearsing
-                    or port.key_frames is not None or 'image' in port.sync.kinds):
+            if bridge is None or bridge.link_refusal() or port.link_refusal():
                 continue
             port.link(bridge.link())
             linked.append(bridge)

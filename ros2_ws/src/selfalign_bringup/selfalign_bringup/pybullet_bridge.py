@@ -306,10 +306,12 @@ class PyBulletBridge(Node):
         return stepped
 
     # ------------------------------------------------------------------ in-process link
-    @property
-    def rehearsing(self) -> bool:
-        """Realtime with injected command latency / jitter / drops (rehearsal_*)."""
-        return self._timeline is not None
+    def link_refusal(self) -> str:
+        """Why ``link`` would refuse this bridge ('' if it would not)."""
+        if not self._core.lockstep or self._timeline is not None:
+            return (f'mode={self.cfg.mode!r}; an in-process link steps a lockstep bridge '
+                    '(mode:=lockstep, no rehearsal_*)')
+        return ''
 
     def link(self) -> Callable[[Float64MultiArray, TwistStamped], dict[str, Any]]:
         """Step this bridge from a client in the same process (module docstring): returns
@@ -319,9 +321,9 @@ class PyBulletBridge(Node):
         reads ``command_subscriptions`` once). The command subscriptions are destroyed: a
         command that also arrived over DDS would step the simulator a second time.
         """
-        if not self._core.lockstep or self.rehearsing:
-            raise ValueError(f'link: mode={self.cfg.mode!r}; an in-process link steps a '
-                             'lockstep bridge (mode:=lockstep, no rehearsal_*)')
+        why = self.link_refusal()
+        if why:
+            raise ValueError(f'link: {why}')
         for sub, _ in self.command_subscriptions:
             self.destroy_subscription(sub)
         self.command_subscriptions = []

@@ -273,16 +273,23 @@ class ArmPort:
         #: an in-process lockstep bridge's step (``link``), or None: the state comes over DDS
         self._linked_step: Callable[[Any, Any], dict[str, Any]] | None = None
 
+    def link_refusal(self) -> str:
+        """Why ``link`` would refuse this port ('' if it would not)."""
+        if self.key_frames is not None or 'image' in self.sync.kinds:
+            return 'a port with pixels or key frames takes its images over DDS'
+        if not self._polled:  # deploy_node's callbacks, or linked already
+            return 'only a polled port that is not linked yet can be linked'
+        return ''
+
     def link(self, step: Callable[[Any, Any], dict[str, Any]]) -> None:
         """Step an in-process lockstep bridge directly (``PyBulletBridge.link``): each command
         is still published, and the state the bridge publishes for it is taken from ``step``'s
         return instead of the state topics, whose subscriptions are destroyed. Call before
         training starts. State observations only: a port with key frames or pixels keeps
         the topics (frames, and the image of a reset state, come over DDS)."""
-        if self.key_frames is not None or 'image' in self.sync.kinds:
-            raise ValueError('link: a port with pixels or key frames takes its images over DDS')
-        if not self._polled:  # deploy_node's callbacks, or linked already
-            raise ValueError('link: only a polled port that is not linked yet can be linked')
+        why = self.link_refusal()
+        if why:
+            raise ValueError(f'link: {why}')
         for _, sub in self._polled:
             sub.destroy()
         self._polled = []
