@@ -52,14 +52,22 @@ def test_a_cell_run_with_another_learner_is_its_own_row_and_its_own_table(tmp_pa
     assert any(ln.startswith('| touch | paper | 0 | 2.0k |') for ln in lines[second:])
 
 
-def test_the_table_measures_the_learner_the_product_trains_each_task_with():
-    """push trains with the slower target critic (config/push.yaml), touch with DrQ-v2's
-    0.01: the table's default per task is the product's, not one global value."""
+def test_the_table_measures_the_learner_the_product_trains_each_task_with(tmp_path,
+                                                                         monkeypatch):
+    """The table's default rate per task is what the task's config/<task>.yaml ships, not
+    one global value: a config that sets another rate for one task moves that task only."""
+    import shutil
+
     from selfalign_bringup import wiring
 
     for task in ('push', 'touch', 'grasp_lift'):
         policy = wiring.resolve(wiring.Args(task=task))['policy_node']
         assert paper_table.default_critic_tau(task) == policy.get('critic_target_tau', 0.01)
+    shutil.copytree(wiring.config_dir(), tmp_path, dirs_exist_ok=True)
+    push = tmp_path / wiring.TASK_CONFIGS['push']
+    push.write_text(push.read_text().replace('critic_target_tau: 0.01',
+                                             'critic_target_tau: 0.005'))
+    monkeypatch.setattr(wiring, 'config_dir', lambda: tmp_path)
     assert paper_table.default_critic_tau('push') == 0.005
     assert paper_table.default_critic_tau('touch') == 0.01
 
