@@ -377,8 +377,7 @@ def train(ns: argparse.Namespace) -> int:
         linked = [] if ns.no_link else _link_in_process(nodes)
         # the nodes' clocks follow sim time, off the shared executor: set by the /clock
         # bridge as it publishes when it is linked, else from one /clock subscription
-        clock_bridge = next((n for n in nodes.values() if isinstance(n, PyBulletBridge)
-                             and n.cfg.publish_clock and n in linked), None)
+        clock_bridge = next((b for b in linked if b.cfg.publish_clock), None)
         sim_clock = SharedSimClock(nodes['_progress'], list(nodes.values()),
                                    subscribe=clock_bridge is None)
         if clock_bridge is not None:
