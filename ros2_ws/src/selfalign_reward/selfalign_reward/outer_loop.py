@@ -443,9 +443,12 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     r_after = fn.episode_returns(prepared, proposal)
     fitted_rest = not used
     if used:  # the fit of the parameters it did not name must earn its place against the
-        # analysis's own θ (the ordinary gate); else the analysis's values go alone
+        # analysis's own θ as an ordinary re-fit does (better held-out agreement, and more
+        # pairs better than worse at the sign-test level); else the analysis's values go alone
         r_start = fn.episode_returns(prepared, start)
-        fitted_rest = pair_agreement(r_after, *held) > pair_agreement(r_start, *held)
+        fitted_rest = (pair_agreement(r_after, *held) > pair_agreement(r_start, *held)
+                       and pair_change(r_start, r_after, *held).p_better
+                       <= loop.cfg.update_gate_p)
         if not fitted_rest:
             proposal, r_after = dict(start), r_start
     held_before, held_after = pair_agreement(r_before, *held), pair_agreement(r_after, *held)
