@@ -164,7 +164,8 @@ def gate_label(r: dict[str, Any]) -> str:
         return ''
     s = r.get('settings', {})
     folds, p = s.get('gate_folds', 1), s.get('update_gate_p', 1.0)
-    return ('split' if folds == 1 else f'CV{folds}') + (f' p{p:g}' if p < 1 else '')
+    return (('split' if folds == 1 else f'CV{folds}') + (f' p{p:g}' if p < 1 else '')
+            + (', start-relative' if s.get('relative_to_start') else ''))
 
 
 def report(rows: list[dict[str, Any]]) -> list[str]:
@@ -301,12 +302,20 @@ def main() -> None:
     ap.add_argument('--critic-tau', type=float, default=None,
                     help="critic_target_tau of the learner (default: the task's "
                     'config/<task>.yaml, as the product trains it; rows are keyed by it)')
+    ap.add_argument('--relative-to-start', action='store_true',
+                    help="fit the rankings on returns relative to each episode's start "
+                    '(OuterLoopConfig.relative_to_start)')
+    ap.add_argument('--results', type=Path, default=RESULTS_JSON,
+                    help='rows go to this JSON file, its report beside it (.md; a trial file '
+                    'instead of the table; plots only for the table)')
     ap.add_argument('--run-root', default='', help='also write a RunDir per run here')
     ap.add_argument('--skip-done', action='store_true',
                     help='skip cells already in benchmarks/results/paper_table.json')
     ap.add_argument('--quiet', action='store_true', help='no per-evaluation lines')
     ap.add_argument('--report-only', action='store_true')
     args = ap.parse_args()
+    global RESULTS_JSON
+    RESULTS_JSON = args.results.resolve()
     tasks = [t for t in args.tasks.split(',') if t]
     sweeps = [s for s in args.sweeps.split(',') if s]
     conds = [c for c in args.conditions.split(',') if c]
@@ -319,6 +328,7 @@ def main() -> None:
         overrides = {'reward_update_every_steps': args.update_every,
                      'num_ranked': args.num_ranked, 'update_gate_p': args.update_gate_p,
                      'gate_folds': args.gate_folds,
+                     'relative_to_start': args.relative_to_start,
                      'mh_samples': args.mh_samples,
                      'teacher_mistake_rate': args.mistake_rate,
                      'eval_every_steps': args.eval_every, 'eval_episodes': args.eval_episodes,
@@ -349,8 +359,9 @@ def main() -> None:
     rows = load()
     if rows:
         lines = report(rows)
-        (RESULTS / 'paper_table.md').write_text('\n'.join(lines) + '\n')
-        plot(rows)
+        RESULTS_JSON.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+        if RESULTS_JSON == RESULTS / 'paper_table.json':
+            plot(rows)
 
 
 if __name__ == '__main__':

@@ -92,6 +92,9 @@ class ExperimentConfig:
     gate_folds: int = OuterLoopConfig.gate_folds
     """1: one fixed held-out split; K >= 2: K-fold cross-validated gate
     (``OuterLoopConfig.gate_folds``)."""
+    relative_to_start: bool = OuterLoopConfig.relative_to_start
+    """Fit the rankings on returns relative to each episode's start
+    (``OuterLoopConfig.relative_to_start``)."""
     # ---- learner ----
     hidden_dim: int = 256
     """DrQ-v2 actor/critic hidden width."""
@@ -157,7 +160,7 @@ class ExperimentConfig:
             num_ranked=self.num_ranked, success_window=self.success_window,
             agreement_threshold=self.agreement_threshold,
             success_threshold=self.success_threshold, update_gate_p=self.update_gate_p,
-            gate_folds=self.gate_folds,
+            gate_folds=self.gate_folds, relative_to_start=self.relative_to_start,
             buffer_size=max(200, self.num_ranked), candidate_window=max(64, self.num_ranked))
 
 

@@ -33,6 +33,8 @@ Parameters:
   gate_folds (int, 4): K >= 2: K-fold cross-validation over every pair (K extra MH runs per
       update; the θ applied is fit on all pairs); 1: one fixed held-out split.
   max_rankings (int): LLM rankings kept and fitted together (oldest dropped).
+  relative_to_start (bool): fit the rankings on each episode's return relative to its start,
+      Σ_t (r_t − r_0) (``OuterLoopConfig.relative_to_start``).
   run_dir (str): the schedule is kept in <run_dir>/alignment_state.json and the rankings in
       <run_dir>/alignment_preferences.npz ('' = nowhere).
   resume (bool): continue the schedule and rankings saved there (a resumed policy may replay
@@ -59,7 +61,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 
 from selfalign_core import names as N
-from selfalign_core.episode import EpisodeRecord, stack_features
+from selfalign_core.episode import EpisodeRecord
 from selfalign_core.executors import run_node
 from selfalign_core.qos import LATCHED
 from selfalign_core.services import call_with_resend
@@ -73,7 +75,6 @@ from selfalign_reward.outer_loop import (
     OuterLoop,
     OuterLoopConfig,
     refit_theta,
-    select_diverse,
 )
 from selfalign_reward.reward_node import LLM_CALL_DEADLINE_S, LLM_WAIT_MARGIN_S, llm_wait_s
 from selfalign_reward.sandbox import validate_template
@@ -135,7 +136,11 @@ class AlignmentNode(Node):
             gate_folds=_int_param(
                 self, 'gate_folds', OuterLoopConfig.gate_folds,
                 'K >= 2: every pair predicted by a fit made without it (K-fold '
-                'cross-validation); 1: one fixed held-out split', 1, 20))
+                'cross-validation); 1: one fixed held-out split', 1, 20),
+            relative_to_start=bool(self.declare_parameter(
+                'relative_to_start', OuterLoopConfig.relative_to_start, ParameterDescriptor(
+                    description="fit the rankings on each episode's return relative to its "
+                                'start, sum of (r_t - r_0)')).value))
         cfg = OuterLoopConfig(**{**cfg.__dict__,
                                  'candidate_window': max(cfg.candidate_window, cfg.num_ranked)})
         self.mh_samples = _int_param(self, 'mh_samples', 10_000, 'MH samples kept after burn-in',
@@ -280,12 +285,7 @@ class AlignmentNode(Node):
         except TemplateError as exc:
             report.status = f'skipped: reward spec failed validation: {exc}'
             return
-        k = self.loop.cfg.num_ranked
-        if len(candidates) > k:
-            returns = fn.episode_returns(stack_features(candidates), theta)
-            episodes = [candidates[i] for i in select_diverse(returns, k)]
-        else:
-            episodes = list(candidates)
+        episodes = self.loop.select(fn, theta, candidates)
         report.num_episodes = len(episodes)
         description = get_task(self.task).description
         ep_msgs = [episode_to_msg(e) for e in episodes]

@@ -58,6 +58,10 @@ class PreparedBatch:
 
     features: dict[str, np.ndarray]
     lead: tuple[int, ...]
+    start: PreparedBatch | None = None
+    """``prepare(..., relative_to_start=True)``: the first step of each episode (lead (N, 1)).
+    Episode returns are then relative to the start: step t pays r_t − r_0, so the return is
+    Σ_t r_t − T·r_0 — what the episode gained over staying where it began."""
 
     @property
     def size(self) -> int:
@@ -111,15 +115,20 @@ class RewardFunction:
         return np.array([d[k] for k in self.param_names], dtype=np.float64)
 
     def prepare(self, features: np.ndarray | Mapping[str, np.ndarray] | PreparedBatch,
-                contiguous: bool = False) -> PreparedBatch:
+                contiguous: bool = False, relative_to_start: bool = False) -> PreparedBatch:
         """Packed (..., FEATURE_DIM) or a feature dict with leading axes -> PreparedBatch.
 
         Only the features the template reads (``used_features``) are kept. ``contiguous`` copies
         each into its own contiguous array: column views of a packed array are strided, which
         makes elementwise numpy several times slower — worth it when the batch is evaluated
-        many times (Metropolis–Hastings), not for a single call.
+        many times (Metropolis–Hastings), not for a single call. ``relative_to_start``
+        (episodes (N, T) only) keeps each episode's first step too: ``episode_returns`` and
+        ``episode_returns_many`` then give returns relative to the start
+        (``PreparedBatch.start``; docs/method.md "Outer loop").
         """
         if isinstance(features, PreparedBatch):
+            if relative_to_start and features.start is None:
+                return self._with_start(features)
             return features
         if isinstance(features, Mapping):
             missing = [n for n in self.used_features if n not in features]
@@ -141,7 +150,19 @@ class RewardFunction:
                     for n in self.used_features}
         if contiguous:
             flat = {k: np.ascontiguousarray(v) for k, v in flat.items()}
-        return PreparedBatch(flat, tuple(int(d) for d in lead))
+        batch = PreparedBatch(flat, tuple(int(d) for d in lead))
+        return self._with_start(batch) if relative_to_start else batch
+
+    @staticmethod
+    def _with_start(batch: PreparedBatch) -> PreparedBatch:
+        """``batch`` with ``start``: the first step of each of its (N, T) episodes."""
+        if len(batch.lead) != 2:
+            raise ValueError(f'returns relative to the start need (N, T, FEATURE_DIM) episodes, '
+                             f'got leading shape {batch.lead}')
+        n, t = batch.lead
+        first = {k: np.ascontiguousarray(v.reshape(n, t, *v.shape[1:])[:, 0])
+                 for k, v in batch.features.items()}
+        return PreparedBatch(batch.features, batch.lead, PreparedBatch(first, (n, 1)))
 
     def _run(self, batch: PreparedBatch, theta: dict[str, float]
              ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -203,8 +224,11 @@ class RewardFunction:
         if len(batch.lead) != 2:
             raise ValueError(f'episode_returns needs (N, T, FEATURE_DIM) features, got leading '
                              f'shape {batch.lead}')
-        total, _ = self._run(batch, self.theta_dict(theta))
+        th = self.theta_dict(theta)
+        total, _ = self._run(batch, th)
         per_step = total.reshape(batch.lead)
+        if batch.start is not None:  # relative to the start: r_t − r_0
+            per_step = per_step - self._run(batch.start, th)[0][:, None]
         if discount == 1.0:
             return per_step.sum(axis=1)
         return per_step @ (discount ** np.arange(batch.lead[1]))
@@ -220,6 +244,13 @@ class RewardFunction:
         thetas = np.asarray(thetas, dtype=np.float64)
         if batch.lead is None or len(batch.lead) != 2:
             raise ValueError('episode_returns_many needs episodes prepared as (N, T, ...)')
+        per_step = self._totals_many(batch, thetas).reshape(thetas.shape[0], *batch.lead)
+        if batch.start is not None:  # relative to the start: r_t − r_0
+            per_step = per_step - self._totals_many(batch.start, thetas)[:, :, None]
+        return per_step.sum(axis=2)  # non-finite rows stay non-finite
+
+    def _totals_many(self, batch: PreparedBatch, thetas: np.ndarray) -> np.ndarray:
+        """Per-step totals of ``batch`` under C parameter vectors: (C, batch.size)."""
         c = thetas.shape[0]
         f = readonly_features({k: v[None] for k, v in batch.features.items()})
         # float32 like the features: float64 θ arrays would upcast every elementwise op (the
@@ -239,7 +270,7 @@ class RewardFunction:
             bad = ~np.isfinite(total)
             self.nonfinite_count += int(bad.sum())
             total = np.where(bad, 0.0, total)
-        return total.reshape(c, *batch.lead).sum(axis=2)  # non-finite rows stay non-finite
+        return total
 
     def broadcasts_over_theta(self, batch: PreparedBatch, thetas: np.ndarray) -> bool:
         """True when ``episode_returns_many`` equals one-θ-at-a-time evaluation at ``thetas``."""

@@ -89,6 +89,12 @@ class OuterLoopConfig:
     on the rest), the rule before 2026-12-07. With few pairs the fixed split tests on a handful
     that a re-fit barely changes; cross-validation tests on all of them (docs/method.md)."""
 
+    relative_to_start: bool = False
+    """Fit the rankings on each episode's return relative to its start, Σ_t (r_t − r_0), not
+    on Σ_t r_t: the episode's starting state (a goal drawn 10 or 20 cm away, an arm that
+    starts near the block) then adds nothing to its return, only what the episode changed
+    does (``PreparedBatch.start``; docs/method.md "Outer loop")."""
+
     def __post_init__(self) -> None:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError(f'heldout_fraction must be in (0, 1), got {self.heldout_fraction}')
@@ -157,13 +163,16 @@ class OuterLoop:
         train = [e for e in self.episodes if not e.evaluation]
         return train[-self.cfg.candidate_window:]
 
-    def select(self, fn: RewardFunction, theta: Theta | None) -> list[EpisodeRecord]:
-        """K diverse recent episodes: evenly spaced quantiles of the return under θ."""
-        cands = self.candidates()
+    def select(self, fn: RewardFunction, theta: Theta | None,
+               candidates: list[EpisodeRecord] | None = None) -> list[EpisodeRecord]:
+        """K diverse episodes of ``candidates`` (default: ``self.candidates()``): evenly spaced
+        quantiles of the return under θ (relative to the start when the config says so)."""
+        cands = self.candidates() if candidates is None else list(candidates)
         k = self.cfg.num_ranked
         if len(cands) <= k:
-            return list(cands)
-        returns = fn.episode_returns(stack_features(cands), theta)
+            return cands
+        returns = fn.episode_returns(fn.prepare(
+            stack_features(cands), relative_to_start=self.cfg.relative_to_start), theta)
         return [cands[i] for i in select_diverse(returns, k)]
 
     def success_rate(self) -> float:
@@ -389,7 +398,7 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     ranks = np.asarray(ranks, dtype=np.int64).reshape(-1)
     loop.memory.add(stack_features(episodes), ranks, rng, env_step)
     feats, all_ranks, groups, fit, held = loop.memory.arrays()
-    prepared = fn.prepare(feats, contiguous=True)
+    prepared = fn.prepare(feats, contiguous=True, relative_to_start=loop.cfg.relative_to_start)
     newest = slice(len(all_ranks) - len(ranks), len(all_ranks))
     r_before = fn.episode_returns(prepared, theta)
     tau_before = rank_agreement(r_before[newest], ranks)

@@ -50,6 +50,30 @@ def test_leading_axes_are_preserved_and_episode_returns_sum(touch_fn):
     np.testing.assert_allclose(per_term['reach'] + per_term['touch'], returns)
 
 
+def test_returns_relative_to_the_start_subtract_the_first_steps_reward(touch_fn):
+    """``prepare(relative_to_start=True)``: Σ_t (r_t − r_0), one θ or many at once; an
+    episode that stays in its first state returns 0."""
+    packed = sample_features(60, seed=5).reshape(3, 20, F.FEATURE_DIM)
+    total, _ = touch_fn(packed, THETA)
+    rel = touch_fn.prepare(packed, contiguous=True, relative_to_start=True)
+    want = total.sum(axis=1) - 20 * total[:, 0]
+    np.testing.assert_allclose(touch_fn.episode_returns(rel, THETA), want, rtol=1e-6)
+    np.testing.assert_allclose(touch_fn.episode_returns(rel, THETA, discount=0.9),
+                               ((total - total[:, :1]) * 0.9 ** np.arange(20)).sum(axis=1),
+                               rtol=1e-6, atol=1e-9)
+    thetas = np.array([[THETA[n] for n in touch_fn.param_names], [1.0, 10.0, 2.0, 1.0]])
+    many = touch_fn.episode_returns_many(rel, thetas)
+    assert many.shape == (2, 3)
+    np.testing.assert_allclose(many[0], want, rtol=1e-5)
+    np.testing.assert_allclose(many[1], touch_fn.episode_returns(rel, thetas[1]), rtol=1e-5)
+    assert touch_fn.prepare(touch_fn.prepare(packed), relative_to_start=True).start is not None
+    still = np.repeat(packed[:, :1], 20, axis=1)
+    np.testing.assert_allclose(touch_fn.episode_returns(
+        touch_fn.prepare(still, relative_to_start=True), THETA), 0.0, atol=1e-9)
+    with pytest.raises(ValueError, match='relative to the start'):
+        touch_fn.prepare(packed[0], relative_to_start=True)
+
+
 def test_theta_default_and_errors(touch_fn):
     packed = sample_features(5)
     np.testing.assert_allclose(touch_fn(packed)[0], touch_fn(packed, touch_fn.template

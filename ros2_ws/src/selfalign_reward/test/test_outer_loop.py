@@ -217,6 +217,45 @@ def test_an_ordinary_refit_can_be_required_to_win_a_sign_test():
     assert (c.better, c.p_better) == (5, pytest.approx(1 / 32))
 
 
+def failed_push_episodes(rng, n=8):
+    """Push episodes that all fail, as early in training: goals drawn 10-20 cm away (the
+    scene's range), the fingers stop 0.5-10 cm short or touch and move the block up to 30 %
+    of the way. The teacher ranks them by progress, not by where the goal happened to be."""
+    out = []
+    for i in range(n):
+        touch = rng.random() < 0.4
+        out.append(synthetic_episode(
+            'push', goal_distance_m=float(rng.uniform(0.10, 0.20)),
+            closest_m=0.0 if touch else float(rng.uniform(0.005, 0.10)),
+            force_n=15.0 if touch else 0.0, reach_step=int(rng.integers(20, 80)),
+            push_fraction=float(rng.uniform(0.0, 0.3)) if touch else 0.0, rng=rng,
+            episode_index=i))
+    return out
+
+
+@pytest.mark.parametrize('relative', [False, True])
+def test_rankings_of_failures_raise_the_push_weight_on_start_relative_returns(relative):
+    """Four rankings of failed push episodes (mistake-free teacher). Summed over the episode,
+    the goal term pays for a goal that happened to spawn near: that is noise to rankings by
+    progress, and the fit on plain returns silences it (push weight down or goal term sharp;
+    push paper and x0.1 cells: goal_sharpness 10 -> 23-50 at 0 % success, never learnt). On
+    returns relative to each episode's start only the block's progress counts, and the same
+    rankings ask for a larger push weight — the paper's correction, from rankings alone."""
+    fn = RewardFunction(load_reference_template('push'))
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        loop = OuterLoop(OuterLoopConfig(num_ranked=8, gate_folds=1, relative_to_start=relative))
+        theta = fn.theta_dict(None)
+        for k in range(4):
+            res = refit(loop, fn, theta, eps := failed_push_episodes(rng), progress_ranks(eps),
+                        seed=k)
+        fit = res.result.as_dict('map')
+        if relative:
+            assert fit['w_push'] > 30.0 and 2.0 < fit['goal_sharpness'] < 15.0, fit
+        else:
+            assert fit['w_push'] < 20.0, fit
+
+
 def test_a_cross_validated_gate_tests_every_pair_on_a_fit_made_without_it():
     """gate_folds 4: every pair of every kept ranking is a test pair once (not a fixed
     quarter), the θ applied is fit on all of them, and the decision says so."""
