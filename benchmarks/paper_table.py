@@ -267,6 +267,7 @@ def plot(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
+    global RESULTS_JSON  # --results: a trial file instead of the table
     from selfalign_reward.outer_loop import OuterLoopConfig  # the product's gate defaults
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -314,7 +315,6 @@ def main() -> None:
     ap.add_argument('--quiet', action='store_true', help='no per-evaluation lines')
     ap.add_argument('--report-only', action='store_true')
     args = ap.parse_args()
-    global RESULTS_JSON
     RESULTS_JSON = args.results.resolve()
     tasks = [t for t in args.tasks.split(',') if t]
     sweeps = [s for s in args.sweeps.split(',') if s]
