@@ -41,7 +41,8 @@ from learning_check import commit, load_rows, merge_row, steps_to  # noqa: E402
 OUT = Path(__file__).resolve().parent / 'out'
 RUNS = OUT / 'paper_runs'
 RESULTS = Path(__file__).resolve().parent / 'results'
-RESULTS_JSON = RESULTS / 'paper_table.json'
+TABLE_JSON = RESULTS / 'paper_table.json'
+RESULTS_JSON = TABLE_JSON  # where rows go: the table, or a trial file (--results)
 TASKS = ('touch', 'grasp_lift', 'push')
 CONDITIONS = ('fixed', 'selfalign')
 SWEEPS = {'paper': 1.0, 'x0.1': 0.1, 'x10': 10.0, 'above': math.nan, 'above-flat': math.nan,
@@ -311,7 +312,7 @@ def main() -> None:
                     'instead of the table; plots only for the table)')
     ap.add_argument('--run-root', default='', help='also write a RunDir per run here')
     ap.add_argument('--skip-done', action='store_true',
-                    help='skip cells already in benchmarks/results/paper_table.json')
+                    help='skip cells already in the results file (--results)')
     ap.add_argument('--quiet', action='store_true', help='no per-evaluation lines')
     ap.add_argument('--report-only', action='store_true')
     args = ap.parse_args()
@@ -360,7 +361,7 @@ def main() -> None:
     if rows:
         lines = report(rows)
         RESULTS_JSON.with_suffix('.md').write_text('\n'.join(lines) + '\n')
-        if RESULTS_JSON == RESULTS / 'paper_table.json':
+        if RESULTS_JSON == TABLE_JSON:
             plot(rows)
 
 

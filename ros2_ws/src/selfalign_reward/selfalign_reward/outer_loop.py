@@ -373,6 +373,13 @@ class Refit:
                        f'{c.p_better:.2f})')
 
 
+def _wins(agreement_before: float, agreement_after: float, change: PairChange,
+          gate_p: float) -> bool:
+    """The ordinary gate: a new θ beats the old on pairs it was not fit on — better agreement,
+    and of the pairs it orders differently more better than worse at the sign-test level."""
+    return agreement_after > agreement_before and change.p_better <= gate_p
+
+
 def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, float],
                 episodes: list[EpisodeRecord], ranks: np.ndarray, success_rate: float,
                 loop: OuterLoop, analyze: AnalyzeFn, *, mh_samples: int, mh_burn_in: int,
@@ -455,9 +462,8 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
         # analysis's own θ as an ordinary re-fit does (better held-out agreement, and more
         # pairs better than worse at the sign-test level); else the analysis's values go alone
         r_start = fn.episode_returns(prepared, start)
-        fitted_rest = (pair_agreement(r_after, *held) > pair_agreement(r_start, *held)
-                       and pair_change(r_start, r_after, *held).p_better
-                       <= loop.cfg.update_gate_p)
+        fitted_rest = _wins(pair_agreement(r_start, *held), pair_agreement(r_after, *held),
+                            pair_change(r_start, r_after, *held), loop.cfg.update_gate_p)
         if not fitted_rest:
             proposal, r_after = dict(start), r_start
     held_before, held_after = pair_agreement(r_before, *held), pair_agreement(r_after, *held)
@@ -468,7 +474,7 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
     if used:
         applied = change.p_worse >= loop.cfg.analysis_gate_p
     else:
-        applied = held_after > held_before and change.p_better <= loop.cfg.update_gate_p
+        applied = _wins(held_before, held_after, change, loop.cfg.update_gate_p)
     if applied and used:
         loop.prior_center = center
     tr = ParamTransform(fn)
