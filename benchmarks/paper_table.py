@@ -91,18 +91,15 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
                          template_file=str(template) if template else '',
                          **overrides).to_dict()
     curve = [[e['env_step'], e['success_rate']] for e in res['evals']]
-    applied = [u for u in res['updates'] if not u['status'].startswith(('skipped', 'kept'))]
-    drop = res['max_drop_after_update']
-    return {
+    return with_update_counts({
         'task': task, 'condition': condition, 'sweep': sweep, 'seed': seed,
         'initial_theta': res['initial_theta'], 'final_theta': res['final_theta'],
         'budget_steps': steps, 'env_steps': res['env_steps'], 'steps_to_90': steps_to(curve),
         'best_success': res['best_success_rate'], 'final_success': res['final_success_rate'],
-        'updates': len(applied), 'updates_tried': len(res['updates']),
+        'updates_tried': len(res['updates']),
         'llm_calls': int(res['llm_usage'].get('calls', 0)),
         'llm_tokens': int(res['llm_usage'].get('prompt_tokens', 0))
         + int(res['llm_usage'].get('completion_tokens', 0)),
-        'max_drop_after_update': None if drop is None or math.isnan(drop) else drop,
         'curve': curve,
         'update_log': [{k: u[k] for k in ('env_step', 'status', 'theta_before', 'theta_after',
                                           'kendall_tau_before', 'kendall_tau_after',
@@ -110,7 +107,27 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
                                           'success_before', 'success_after', 'decision')}
                        for u in res['updates']],
         'critic_target_tau': overrides['critic_target_tau'],
-        'wall_s': round(res['wall_s'], 1), 'settings': overrides, 'commit': rev}
+        'wall_s': round(res['wall_s'], 1), 'settings': overrides, 'commit': rev})
+
+
+def _moved(u: dict[str, Any]) -> bool:
+    """An update that changed θ: applied (not skipped or kept) and a non-zero move. Rows run
+    before 2026-12-08 logged a failure analysis restating θ's values as applied with move 0."""
+    return not u['status'].startswith(('skipped', 'kept')) and u.get('theta_move', 1.0) > 0
+
+
+def with_update_counts(row: dict[str, Any]) -> dict[str, Any]:
+    """``updates`` (applied updates that moved θ) and ``max_drop_after_update`` (largest fall
+    of eval success from just before such an update to 2k steps after; None without one
+    measured), from the row's ``update_log`` (a row without one is returned as it is)."""
+    if 'update_log' not in row:
+        return row
+    moved = [u for u in row['update_log'] if _moved(u)]
+    drops = [u['success_before'] - u['success_after'] for u in moved
+             if not any(v is None or math.isnan(v)
+                        for v in (u['success_before'], u['success_after']))]
+    return {**row, 'updates': len(moved),
+            'max_drop_after_update': max([0.0, *drops]) if drops else None}
 
 
 #: What identifies a cell: the set-up and the seed, and the learner setting that has been
@@ -134,12 +151,12 @@ def default_critic_tau(task: str) -> float:
 
 
 def load() -> list[dict[str, Any]]:
-    return load_rows(RESULTS_JSON)
+    return [with_update_counts(r) for r in load_rows(RESULTS_JSON)]
 
 
 def save(record: dict[str, Any]) -> None:
     """Merge one cell into the results file (replacing the row with the same KEY_FIELDS)."""
-    merge_row(RESULTS_JSON, record, KEY_FIELDS,
+    merge_row(RESULTS_JSON, with_update_counts(record), KEY_FIELDS,
               lambda r: (TASKS.index(r['task']), -r['critic_target_tau'],
                          list(SWEEPS).index(r['sweep']), r['condition'], r['seed']))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 import sys
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'benchmarks'))
 import paper_table  # noqa: E402
 
@@ -136,3 +138,26 @@ def test_two_runs_merging_results_at_once_lose_no_row(tmp_path):
         assert p.exitcode == 0
     seeds = sorted(r['seed'] for r in json.loads(path.read_text()))
     assert seeds == sorted([*range(60), *range(100, 160)])
+
+
+def test_updates_that_left_theta_where_it_was_are_not_counted_nor_their_drops(tmp_path,
+                                                                             monkeypatch):
+    """Push rows counted failure analyses restating θ's values (move 0) as applied updates
+    and measured 'drops after' them (push paper seed 1: 10 applied, 5 moved θ; its 20 % drop
+    followed a no-move). The count and the drop are taken from the updates that moved θ."""
+    def upd(status, move, before, after):
+        return {'status': status, 'theta_move': move, 'success_before': before,
+                'success_after': after}
+    row = {**_row('selfalign', 0, 7000, 1.0), 'update_log': [
+        upd('updated', 0.3, 0.5, 0.4), upd('failure_analysis', 0.0, 0.6, 0.3),
+        upd('kept: no better', 0.2, 0.9, 0.0), upd('skipped: LLMError', 0.0, None, None),
+        upd('failure_analysis', 0.1, None, None)]}
+    counted = paper_table.with_update_counts(row)
+    assert counted['updates'] == 2
+    assert counted['max_drop_after_update'] == pytest.approx(0.1)
+    monkeypatch.setattr(paper_table, 'RESULTS_JSON', tmp_path / 'paper_table.json')
+    paper_table.save(row)  # rows merged from older runs are recounted as they land
+    (saved,) = paper_table.load()
+    assert saved['updates'] == 2
+    none_moved = paper_table.with_update_counts({**row, 'update_log': row['update_log'][1:2]})
+    assert none_moved['updates'] == 0 and none_moved['max_drop_after_update'] is None

@@ -354,11 +354,16 @@ class Refit:
     theta_move: float = 0.0
     """How far the MAP is from the current θ: RMS over parameters of the move in MH space
     (log or logit) as a fraction of each parameter's range there (0 none, 1 a whole range)."""
+    unchanged: bool = False
+    """The candidate passed its gate but is the current θ (a failure analysis proposing the
+    values θ already has, its fitted rest not going along): not ``applied``, nothing to re-score;
+    an analysis's values still become the prior's centre."""
 
     @property
     def decision(self) -> str:
         """One line: applied or kept, with the held-out agreement that decided it."""
-        verb = 'applied' if self.applied else 'kept the current θ'
+        verb = ('applied' if self.applied else 'kept the current θ'
+                + (' (the candidate is the current θ)' if self.unchanged else ''))
         line = (f'{verb}: held-out agreement {self.heldout_before:.2f} -> '
                 f'{self.heldout_after:.2f} on {self.num_heldout_pairs} pairs'
                 + (f' ({self.folds}-fold cross-validated)' if self.folds > 1 else ''))
@@ -479,6 +484,8 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
         loop.prior_center = center
     tr = ParamTransform(fn)
     move = (tr.to_u(fn.theta_array(proposal)) - tr.to_u(fn.theta_array(theta))) / tr.width
+    unchanged = bool(applied and not np.any(move))  # e.g. an analysis restating θ's values
+    applied = applied and not unchanged
     return Refit(float(tau_before), start, asked, analysis, used, rejected, result, mh_s,
                  theta=proposal if applied else dict(theta), applied=bool(applied),
                  tau_after=rank_agreement(r_after[newest], ranks),
@@ -486,4 +493,4 @@ def refit_theta(fn: RewardFunction, template: RewardTemplate, theta: dict[str, f
                  heldout_change=change, held=held_names, fitted_rest=fitted_rest,
                  num_fit_pairs=len(fit[0]), num_heldout_pairs=len(held[0]),
                  num_rankings=len(loop.memory), folds=folds,
-                 theta_move=float(np.sqrt(np.mean(move ** 2))))
+                 theta_move=float(np.sqrt(np.mean(move ** 2))), unchanged=unchanged)

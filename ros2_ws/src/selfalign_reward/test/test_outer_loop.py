@@ -400,6 +400,25 @@ def test_the_fit_of_the_other_parameters_must_beat_the_analysis_alone(ranks, hel
         assert res.theta == alone and 'the rest unchanged' in res.decision
 
 
+def test_an_analysis_that_restates_theta_is_not_an_update():
+    """Push's analyses proposed w_push 50 when θ had it already, and the table counted 10-20
+    such no-moves as applied updates (and measured 'drops after' them). Rankings the current θ
+    orders perfectly (the fitted rest cannot win) and an analysis naming θ's own value: θ is
+    kept, the update is not applied, the decision says why; the prior centre still moves."""
+    fn = RewardFunction(load_reference_template('touch'))
+    theta = {**fn.theta_dict(None), 'w_touch': 4.0}
+    loop = OuterLoop(OuterLoopConfig(num_ranked=8, heldout_fraction=0.99,
+                                     agreement_threshold=-1.0))
+    res = refit_theta(fn, fn.template, theta, touch_late_or_hover(), THETA0_RANKS, 0.0, loop,
+                      lambda tau: ('keep the bonus', ['w_touch'], [4.0]),
+                      mh_samples=300, mh_burn_in=100, beta=0.9, prior_width=0.5,
+                      rng=np.random.default_rng(0))
+    assert res.proposal_used and not res.fitted_rest
+    assert res.unchanged and not res.applied and res.theta == theta and res.theta_move == 0.0
+    assert 'kept the current θ (the candidate is the current θ)' in res.decision
+    assert loop.prior_center['w_touch'] == 4.0
+
+
 def test_an_applied_analysis_moves_the_prior_centre_by_its_own_values_only():
     """The prior is the LLM's belief: values fitted to rankings since must not enter it (they
     did, and each analysis ratcheted w_reach further: 1 -> 3.6 -> 9.8 on touch ×10 seed 1)."""
