@@ -27,6 +27,7 @@ Budgets (issue 11): touch 30k, grasp_lift 40k, push 100k env steps.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing as mp
 from pathlib import Path
@@ -86,9 +87,10 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
     rev = commit()  # the code this run imports: at its start, not at its end (hours later)
     snap = RUNS / f'{task}-{condition}-{sweep}-s{seed}.json'
     template = SETUP_TEMPLATES.get(sweep, {}).get(task)
+    overrides = dict(overrides)
+    theta = {**sweep_theta(task, sweep), **overrides.pop('initial_theta', {})}
     res = run_experiment(task, seed, condition, steps, snapshot_path=str(snap),
-                         initial_theta=sweep_theta(task, sweep),
-                         template_file=str(template) if template else '',
+                         initial_theta=theta, template_file=str(template) if template else '',
                          **overrides).to_dict()
     curve = [[e['env_step'], e['success_rate']] for e in res['evals']]
     return with_update_counts({
@@ -284,6 +286,18 @@ def plot(rows: list[dict[str, Any]]) -> None:
         plt.close(fig)
 
 
+def _theta_arg(text: str) -> dict[str, float]:
+    try:
+        theta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f'not JSON ({exc}); e.g. \'{{"w_push": 20}}\'') from None
+    if not isinstance(theta, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in theta.values()):
+        raise argparse.ArgumentTypeError('must be a JSON object of parameter name -> number, '
+                                         'e.g. \'{"w_push": 20}\'')
+    return {str(k): float(v) for k, v in theta.items()}
+
+
 def main() -> None:
     global RESULTS_JSON  # --results: a trial file instead of the table
     from selfalign_reward.outer_loop import OuterLoopConfig  # the product's gate defaults
@@ -324,6 +338,10 @@ def main() -> None:
     ap.add_argument('--relative-to-start', action='store_true',
                     help="fit the rankings on returns relative to each episode's start "
                     '(OuterLoopConfig.relative_to_start)')
+    ap.add_argument('--initial-theta', type=_theta_arg, default={},
+                    help="JSON object of θ values set over the sweep's initial θ, e.g. "
+                    '\'{"goal_sharpness": 1.1}\' (a trial: give it its own --results file; '
+                    'rows are not keyed by it)')
     ap.add_argument('--results', type=Path, default=RESULTS_JSON,
                     help='rows go to this JSON file, its report beside it (.md; a trial file '
                     'instead of the table; plots only for the table)')
@@ -354,6 +372,10 @@ def main() -> None:
                      'update_every_steps': args.learner_update_every,
                      'lr': args.lr, 'stddev_steps': args.std_steps, 'run_root': args.run_root,
                      'num_threads': 1, 'verbose': not args.quiet}
+        if args.initial_theta:
+            if args.results.resolve() == TABLE_JSON:
+                sys.exit('--initial-theta: a trial, not a table cell; give it its own --results')
+            overrides['initial_theta'] = args.initial_theta
         tau = {t: default_critic_tau(t) if args.critic_tau is None else args.critic_tau
                for t in tasks}
         seeds = range(args.seed_start, args.seed_start + args.seeds)

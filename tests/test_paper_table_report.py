@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 import sys
 
@@ -161,3 +162,20 @@ def test_updates_that_left_theta_where_it_was_are_not_counted_nor_their_drops(tm
     assert saved['updates'] == 2
     none_moved = paper_table.with_update_counts({**row, 'update_log': row['update_log'][1:2]})
     assert none_moved['updates'] == 0 and none_moved['max_drop_after_update'] is None
+
+
+def test_a_trial_can_start_from_a_given_theta(tmp_path, monkeypatch):
+    """``--initial-theta``: the values are set over the sweep's initial θ (a controlled test of
+    a θ a self-aligned run ended on); bad input names the fix."""
+    monkeypatch.setattr(paper_table, 'RUNS', tmp_path)
+    tiny = dict(num_expl_steps=100, batch_size=32, hidden_dim=32, eval_every_steps=200,
+                eval_episodes=1, stop_after_success=0, verbose=False, critic_target_tau=0.01)
+    row = paper_table._job(('touch', 0, 'fixed', 'x10', 200,
+                            {**tiny, 'initial_theta': {'w_touch': 4.0}}))
+    assert row['initial_theta']['w_touch'] == 4.0
+    assert row['initial_theta']['force_threshold'] == 10.0  # the sweep's value stays
+    assert row['final_theta'] == row['initial_theta'] and 'initial_theta' not in row['settings']
+    assert paper_table._theta_arg('{"w_push": 20}') == {'w_push': 20.0}
+    for bad in ('w_push=20', '[20]', '{"w_push": "high"}'):
+        with pytest.raises(argparse.ArgumentTypeError, match='w_push'):
+            paper_table._theta_arg(bad)
