@@ -112,24 +112,17 @@ def _job(args: tuple[str, int, str, str, int, dict[str, Any]]) -> dict[str, Any]
         'wall_s': round(res['wall_s'], 1), 'settings': overrides, 'commit': rev})
 
 
-def _moved(u: dict[str, Any]) -> bool:
-    """An update that changed θ: applied (not skipped or kept) and a non-zero move. Rows run
-    before 2026-12-08 logged a failure analysis restating θ's values as applied with move 0."""
-    return not u['status'].startswith(('skipped', 'kept')) and u.get('theta_move', 1.0) > 0
-
-
 def with_update_counts(row: dict[str, Any]) -> dict[str, Any]:
-    """``updates`` (applied updates that moved θ) and ``max_drop_after_update`` (largest fall
-    of eval success from just before such an update to 2k steps after; None without one
-    measured), from the row's ``update_log`` (a row without one is returned as it is)."""
+    """``updates`` (applied updates that moved θ) and ``max_drop_after_update`` (None without
+    one measured) from the row's ``update_log``, by the experiment's own rule
+    (``experiment.moved_updates``, ``max_drop_after``); a row without a log is returned as it
+    is."""
     if 'update_log' not in row:
         return row
-    moved = [u for u in row['update_log'] if _moved(u)]
-    drops = [u['success_before'] - u['success_after'] for u in moved
-             if not any(v is None or math.isnan(v)
-                        for v in (u['success_before'], u['success_after']))]
-    return {**row, 'updates': len(moved),
-            'max_drop_after_update': max([0.0, *drops]) if drops else None}
+    from selfalign_bringup.experiment import max_drop_after, moved_updates
+    drop = max_drop_after(row['update_log'])
+    return {**row, 'updates': len(moved_updates(row['update_log'])),
+            'max_drop_after_update': None if math.isnan(drop) else drop}
 
 
 #: What identifies a cell: the set-up and the seed, and the learner setting that has been
@@ -373,7 +366,7 @@ def main() -> None:
                      'lr': args.lr, 'stddev_steps': args.std_steps, 'run_root': args.run_root,
                      'num_threads': 1, 'verbose': not args.quiet}
         if args.initial_theta:
-            if args.results.resolve() == TABLE_JSON:
+            if RESULTS_JSON == TABLE_JSON:
                 sys.exit('--initial-theta: a trial, not a table cell; give it its own --results')
             overrides['initial_theta'] = args.initial_theta
         tau = {t: default_critic_tau(t) if args.critic_tau is None else args.critic_tau

@@ -179,6 +179,24 @@ class EvalPoint:
     wall_s: float
 
 
+def moved_updates(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The updates (``AlignmentUpdate`` fields, as dicts) that changed θ: applied — not
+    skipped or kept — with a non-zero move. Results from before 2026-12-08 logged a failure
+    analysis restating θ's values as applied with move 0; later ones log it 'kept'."""
+    return [u for u in updates if not u['status'].startswith(('skipped', 'kept'))
+            and u.get('theta_move', 1.0) > 0]
+
+
+def max_drop_after(updates: list[dict[str, Any]]) -> float:
+    """Largest fall of eval success from just before an update that moved θ to the evaluation
+    ``drop_window_steps`` after it (0 when none fell; NaN without a measured pair; a value
+    read back from JSON may be None for NaN)."""
+    drops = [u['success_before'] - u['success_after'] for u in moved_updates(updates)
+             if not any(v is None or math.isnan(v)
+                        for v in (u['success_before'], u['success_after']))]
+    return max([0.0, *drops]) if drops else math.nan
+
+
 @dataclass
 class AlignmentUpdate:
     """One outer-loop update (the fields of AlignmentReport that matter here)."""
@@ -246,10 +264,7 @@ class ExperimentResult:
     def max_drop_after_update(self) -> float:
         """Largest fall of eval success from just before an applied update to
         ``drop_window_steps`` after it (0 when none fell; NaN without a measured pair)."""
-        drops = [u.success_before - u.success_after for u in self.updates
-                 if not (u.status.startswith(('skipped', 'kept')) or math.isnan(u.success_before)
-                         or math.isnan(u.success_after))]
-        return max([0.0, *drops]) if drops else math.nan
+        return max_drop_after([vars(u) for u in self.updates])
 
     partial: bool = False
     """True while the run is still going (snapshots)."""
